@@ -1,1 +1,17 @@
-//! placeholder
+//! Sans-IO core of mgre: the GRE wire code, the endpoint table and the forwarding decisions of
+//! a multipoint GRE hub or spoke.
+//!
+//! Everything here works on caller-owned byte buffers and returns verdicts; nothing performs
+//! I/O, reads a clock, spawns a thread or allocates per packet. The I/O shell (`mgre-io`) and
+//! the daemon drive it. Its dependency tree must stay free of tokio, sockets, libc and wasmtime.
+
+pub mod dataplane;
+pub mod peer;
+pub mod prefix;
+pub mod stats;
+pub mod wire;
+
+pub use dataplane::{Dataplane, DataplaneConfig, Role, Verdict, WorkerState};
+pub use peer::{Encap, Peer, PeerId};
+pub use prefix::{Prefix, PrefixTable};
+pub use stats::{DropReason, WorkerStats};

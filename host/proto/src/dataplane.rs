@@ -1,0 +1,366 @@
+//! Forwarding decisions of a multipoint GRE hub or spoke, over caller-owned frames.
+//!
+//! A frame is a byte buffer holding one packet at `frame[start..start + len]` with at least
+//! [`HEADROOM`] bytes free before it, so encapsulation and ICMP errors are written in place.
+//! [`Dataplane::from_tun`] turns an inner packet into a GRE packet for a peer (or an ICMP error
+//! back into the TUN); [`Dataplane::from_underlay`] validates and decapsulates a GRE packet and
+//! delivers it to the TUN, hands NHRP to the control path, or — on a hub — re-encapsulates it
+//! straight to another spoke (hairpin). Every drop is counted in [`WorkerStats`] under its
+//! reason. Immutable after construction (share it between workers); per-worker mutable state
+//! (GRE sequence numbers) lives in [`WorkerState`]. No I/O, no clock, no allocation per packet.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use rustc_hash::FxHashMap;
+
+use crate::peer::{Peer, PeerId};
+use crate::prefix::{Prefix, PrefixTable};
+use crate::stats::{DropReason, WorkerStats};
+use crate::wire::gre::{self, GreError, GreRepr};
+use crate::wire::icmp;
+use crate::wire::ip::{self, Addr, IpMeta};
+
+/// Free bytes a frame must have in front of a packet: the largest IPv4 outer header a raw
+/// socket delivers is overwritten, then up to an ICMPv6 error prefix plus a GRE header.
+pub const HEADROOM: usize = 128;
+
+/// What this node is in the tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Accepts spokes and forwards spoke-to-spoke traffic itself.
+    Hub,
+    /// Sends traffic with no better match to its NHS.
+    Spoke,
+}
+
+/// Everything the dataplane needs, as validated by the daemon's config loader.
+#[derive(Clone, Debug)]
+pub struct DataplaneConfig {
+    /// Hub or spoke.
+    pub role: Role,
+    /// Peers; a [`PeerId`] is an index into this list.
+    pub peers: Vec<Peer>,
+    /// Overlay prefixes behind each peer (the static map).
+    pub map: Vec<(Prefix, PeerId)>,
+    /// Spoke: the peer taking traffic with no better match.
+    pub nhs: Option<PeerId>,
+    /// This node's overlay IPv4 address (source of ICMP errors).
+    pub local_v4: Option<Ipv4Addr>,
+    /// This node's overlay IPv6 address (source of ICMPv6 errors).
+    pub local_v6: Option<Ipv6Addr>,
+    /// Underlay MTU, from which per-peer inner MTUs derive.
+    pub underlay_mtu: u16,
+    /// The TUN MTU.
+    pub tun_mtu: u16,
+    /// Largest TCP MSS for IPv4 and IPv6 SYNs crossing the tunnel; `None` disables clamping.
+    pub mss_clamp: Option<(u16, u16)>,
+}
+
+/// What to do with a frame after a dataplane call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Verdict {
+    /// Send `frame[start..start + len]`, a GRE packet, to `peer` over its encapsulation;
+    /// `flow` is the inner flow hash (GRE-in-UDP source-port entropy).
+    Underlay {
+        /// Destination peer.
+        peer: PeerId,
+        /// Start of the GRE packet in the frame.
+        start: usize,
+        /// Length of the GRE packet.
+        len: usize,
+        /// Inner flow hash.
+        flow: u32,
+    },
+    /// Write `frame[start..start + len]`, an inner IP packet, to the TUN.
+    Tun {
+        /// Start of the packet in the frame.
+        start: usize,
+        /// Length of the packet.
+        len: usize,
+    },
+    /// `frame[start..start + len]` is an NHRP message from `peer` for the control path.
+    Control {
+        /// The peer it came from.
+        peer: PeerId,
+        /// Start of the NHRP message in the frame.
+        start: usize,
+        /// Length of the NHRP message.
+        len: usize,
+    },
+    /// Dropped; already counted under the reason.
+    Drop(DropReason),
+}
+
+/// Mutable per-worker state: GRE sequence numbers per peer.
+#[derive(Debug)]
+pub struct WorkerState {
+    tx_seq: Box<[u32]>,
+    rx_seq: Box<[Option<u32>]>,
+}
+
+impl WorkerState {
+    /// State for a worker of `dp`.
+    pub fn new(dp: &Dataplane) -> Self {
+        let n = dp.peers().len();
+        WorkerState { tx_seq: vec![0; n].into(), rx_seq: vec![None; n].into() }
+    }
+}
+
+/// The immutable forwarding state of one tunnel.
+#[derive(Debug)]
+pub struct Dataplane {
+    cfg: DataplaneConfig,
+    endpoints: PrefixTable<PeerId>,
+    by_nbma: FxHashMap<IpAddr, PeerId>,
+    peer_mtu: Box<[u16]>,
+}
+
+impl Dataplane {
+    /// Builds the tables. Later map entries for the same prefix replace earlier ones.
+    pub fn new(cfg: DataplaneConfig) -> Self {
+        let mut endpoints = PrefixTable::new();
+        for (prefix, peer) in &cfg.map {
+            endpoints.insert(*prefix, *peer);
+        }
+        let by_nbma = cfg.peers.iter().enumerate().map(|(i, p)| (p.nbma, i as PeerId)).collect();
+        let peer_mtu = cfg.peers.iter().map(|p| p.inner_mtu(cfg.underlay_mtu)).collect();
+        Dataplane { cfg, endpoints, by_nbma, peer_mtu }
+    }
+
+    /// The configuration this dataplane was built from.
+    pub fn config(&self) -> &DataplaneConfig {
+        &self.cfg
+    }
+
+    /// All peers, indexed by [`PeerId`].
+    pub fn peers(&self) -> &[Peer] {
+        &self.cfg.peers
+    }
+
+    /// Largest inner packet that fits the path to `peer`.
+    pub fn peer_mtu(&self, peer: PeerId) -> u16 {
+        self.peer_mtu.get(peer as usize).copied().unwrap_or(0)
+    }
+
+    /// The peer an underlay address belongs to.
+    pub fn peer_by_nbma(&self, nbma: IpAddr) -> Option<PeerId> {
+        self.by_nbma.get(&nbma).copied()
+    }
+
+    /// The peer that receives packets for `dst`: the longest map match, else (spoke) the NHS.
+    #[inline]
+    pub fn route(&self, dst: Addr) -> Option<PeerId> {
+        let hit = match dst {
+            Addr::V4(a) => self.endpoints.lookup_v4(a),
+            Addr::V6(a) => self.endpoints.lookup_v6(a),
+        };
+        hit.or(self.cfg.nhs)
+    }
+
+    /// Handles an inner packet read from the TUN at `frame[start..start + len]`.
+    ///
+    /// Work bound: one IP header parse, one LPM lookup, one GRE header emit (plus one
+    /// checksum pass when the peer uses GRE checksums).
+    pub fn from_tun(&self, ws: &mut WorkerState, stats: &WorkerStats, frame: &mut [u8], start: usize, len: usize) -> Verdict {
+        stats.tun_rx.count(len);
+        let Some(pkt) = frame.get_mut(start..start + len) else {
+            return drop(stats, DropReason::InnerMalformed);
+        };
+        let Ok(meta) = ip::parse(pkt) else {
+            return drop(stats, DropReason::InnerMalformed);
+        };
+        let len = meta.total_len;
+        let Some(peer) = self.route(meta.dst) else {
+            return drop(stats, DropReason::NoRoute);
+        };
+        if len > usize::from(self.peer_mtu(peer)) && meta.dont_fragment {
+            stats.drop(DropReason::TooBig);
+            return match self.too_big(stats, frame, start, len, &meta, self.peer_mtu(peer)) {
+                Some((s, l)) => Verdict::Tun { start: s, len: l },
+                None => Verdict::Drop(DropReason::TooBig),
+            };
+        }
+        self.clamp(stats, &mut frame[start..start + len], &meta);
+        let flow = ip::flow_hash(&frame[start..start + len], &meta);
+        self.encap(ws, peer, frame, start, len, flow)
+    }
+
+    /// Handles a packet received from the underlay address `src`: `frame[start..start + len]`
+    /// is the GRE packet, or — when `ipv4_header_included` (raw IPv4 sockets) — the whole IPv4
+    /// datagram carrying it.
+    ///
+    /// Work bound: one GRE parse (plus one checksum pass if present), one IP header parse,
+    /// on a hub one LPM lookup and one GRE emit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_underlay(
+        &self,
+        ws: &mut WorkerState,
+        stats: &WorkerStats,
+        frame: &mut [u8],
+        mut start: usize,
+        mut len: usize,
+        src: IpAddr,
+        ipv4_header_included: bool,
+    ) -> Verdict {
+        if ipv4_header_included {
+            let Some(outer) = frame.get(start..start + len) else {
+                return drop(stats, DropReason::Truncated);
+            };
+            let ihl = outer.first().map_or(0, |b| usize::from(b & 0xf) * 4);
+            if outer.len() < 20 || ihl < 20 || ihl > outer.len() {
+                return drop(stats, DropReason::Truncated);
+            }
+            let total = usize::from(u16::from_be_bytes([outer[2], outer[3]])).min(outer.len());
+            if total < ihl {
+                return drop(stats, DropReason::Truncated);
+            }
+            start += ihl;
+            len = total - ihl;
+        }
+        let Some(packet) = frame.get(start..start + len) else {
+            return drop(stats, DropReason::Truncated);
+        };
+        let repr = match GreRepr::parse(packet) {
+            Ok(r) => r,
+            Err(e) => return drop(stats, gre_drop_reason(e)),
+        };
+        let Some(peer) = self.peer_by_nbma(src) else {
+            return drop(stats, DropReason::UnknownPeer);
+        };
+        let p = &self.cfg.peers[peer as usize];
+        if repr.key != p.key {
+            return drop(stats, DropReason::KeyMismatch);
+        }
+        if p.sequence
+            && let Some(seq) = repr.sequence
+        {
+            let last = &mut ws.rx_seq[peer as usize];
+            // RFC 2890 §2.2: accept only sequence numbers newer than the last (serial arithmetic).
+            if last.is_some_and(|l| (seq.wrapping_sub(l) as i32) <= 0) {
+                return drop(stats, DropReason::OutOfSequence);
+            }
+            *last = Some(seq);
+        }
+        stats.rx.count(len);
+        if let Some(ps) = stats.peer(peer) {
+            ps.rx.count(len);
+        }
+        let hlen = repr.header_len();
+        let (inner_start, inner_len) = (start + hlen, len - hlen);
+        let version = match repr.protocol {
+            gre::PROTO_IPV4 => 4,
+            gre::PROTO_IPV6 => 6,
+            gre::PROTO_NHRP => return Verdict::Control { peer, start: inner_start, len: inner_len },
+            _ => return drop(stats, DropReason::UnsupportedProtocol),
+        };
+        let inner = &mut frame[inner_start..inner_start + inner_len];
+        let meta = match ip::parse(inner) {
+            Ok(m) if inner[0] >> 4 == version => m,
+            _ => return drop(stats, DropReason::InnerMalformed),
+        };
+        let inner_len = meta.total_len;
+        if self.cfg.role == Role::Hub
+            && let Some(dest) = self.endpoints_lookup(meta.dst)
+            && dest != peer
+        {
+            return self.hairpin(ws, stats, frame, inner_start, inner_len, &meta, peer, dest);
+        }
+        self.clamp(stats, &mut frame[inner_start..inner_start + inner_len], &meta);
+        Verdict::Tun { start: inner_start, len: inner_len }
+    }
+
+    /// Hub: forwards a decapsulated packet from spoke `from` straight to spoke `to`.
+    #[allow(clippy::too_many_arguments)]
+    fn hairpin(
+        &self,
+        ws: &mut WorkerState,
+        stats: &WorkerStats,
+        frame: &mut [u8],
+        start: usize,
+        len: usize,
+        meta: &IpMeta,
+        from: PeerId,
+        to: PeerId,
+    ) -> Verdict {
+        let mtu = self.peer_mtu(to);
+        if len > usize::from(mtu) && meta.dont_fragment {
+            stats.drop(DropReason::TooBig);
+            return match self.too_big(stats, frame, start, len, meta, mtu) {
+                Some((s, l)) => {
+                    let flow = ip::flow_hash(&frame[s..s + l], meta);
+                    self.encap(ws, from, frame, s, l, flow)
+                }
+                None => Verdict::Drop(DropReason::TooBig),
+            };
+        }
+        if !ip::decrement_ttl(&mut frame[start..start + len], meta) {
+            return drop(stats, DropReason::TtlExpired);
+        }
+        self.clamp(stats, &mut frame[start..start + len], meta);
+        stats.hairpin.count(len);
+        let flow = ip::flow_hash(&frame[start..start + len], meta);
+        self.encap(ws, to, frame, start, len, flow)
+    }
+
+    fn endpoints_lookup(&self, dst: Addr) -> Option<PeerId> {
+        match dst {
+            Addr::V4(a) => self.endpoints.lookup_v4(a),
+            Addr::V6(a) => self.endpoints.lookup_v6(a),
+        }
+    }
+
+    /// Writes the GRE header for `peer` in front of the inner packet.
+    fn encap(&self, ws: &mut WorkerState, peer: PeerId, frame: &mut [u8], start: usize, len: usize, flow: u32) -> Verdict {
+        let p = &self.cfg.peers[peer as usize];
+        let protocol = if frame[start] >> 4 == 6 { gre::PROTO_IPV6 } else { gre::PROTO_IPV4 };
+        let sequence = p.sequence.then(|| {
+            let s = &mut ws.tx_seq[peer as usize];
+            let cur = *s;
+            *s = s.wrapping_add(1);
+            cur
+        });
+        let repr = GreRepr { protocol, checksum: p.checksum, key: p.key, sequence };
+        let hlen = repr.header_len();
+        let new_start = start - hlen;
+        repr.emit(&mut frame[new_start..start + len]);
+        Verdict::Underlay { peer, start: new_start, len: len + hlen, flow }
+    }
+
+    fn clamp(&self, stats: &WorkerStats, pkt: &mut [u8], meta: &IpMeta) {
+        if let Some((v4, v6)) = self.cfg.mss_clamp {
+            let max = if matches!(meta.dst, Addr::V4(_)) { v4 } else { v6 };
+            if ip::clamp_mss(pkt, meta, max) {
+                stats.mss_clamped.add(1);
+            }
+        }
+    }
+
+    fn too_big(&self, stats: &WorkerStats, frame: &mut [u8], start: usize, len: usize, meta: &IpMeta, mtu: u16) -> Option<(usize, usize)> {
+        let src = match meta.dst {
+            Addr::V4(_) => Addr::V4(self.cfg.local_v4?.into()),
+            Addr::V6(_) => Addr::V6(self.cfg.local_v6?.into()),
+        };
+        let out = icmp::too_big(frame, start, len, meta, src, u32::from(mtu))?;
+        stats.icmp_too_big.add(1);
+        Some(out)
+    }
+}
+
+fn drop(stats: &WorkerStats, reason: DropReason) -> Verdict {
+    stats.drop(reason);
+    Verdict::Drop(reason)
+}
+
+fn gre_drop_reason(e: GreError) -> DropReason {
+    match e {
+        GreError::Truncated => DropReason::Truncated,
+        GreError::BadVersion => DropReason::BadVersion,
+        GreError::RoutingPresent => DropReason::RoutingPresent,
+        GreError::ReservedBits => DropReason::ReservedBits,
+        GreError::BadChecksum => DropReason::BadChecksum,
+    }
+}
+
+#[cfg(test)]
+mod tests;
