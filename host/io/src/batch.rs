@@ -117,6 +117,7 @@ impl FrameBatch {
 
 /// Reusable arrays for one `sendmmsg` per output.
 pub struct SendQueue {
+    failed: Vec<bool>,
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_storage>,
@@ -144,6 +145,7 @@ impl SendQueue {
     /// Room for `capacity` datagrams per call.
     pub fn new(capacity: usize) -> Self {
         SendQueue {
+            failed: vec![false; capacity],
             // SAFETY: all-zero is a valid value of these C structs.
             hdrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
             iovs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
@@ -167,6 +169,7 @@ impl SendQueue {
             h.msg_control = std::ptr::null_mut();
             h.msg_controllen = 0;
             h.msg_flags = 0;
+            self.failed[n] = false;
             n += 1;
         }
         let mut report = SendReport { sent: 0, offered: n, error: None };
@@ -186,9 +189,17 @@ impl SendQueue {
             }
             // The datagram at `at` failed: skip it and carry on with the rest.
             report.error.get_or_insert(e);
+            self.failed[at] = true;
             at += 1;
         }
         report
+    }
+}
+
+impl SendQueue {
+    /// Whether item `i` (in the order offered) of the last [`SendQueue::send`] failed.
+    pub fn failed(&self, i: usize) -> bool {
+        self.failed.get(i).copied().unwrap_or(false)
     }
 }
 

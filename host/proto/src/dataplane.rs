@@ -175,7 +175,7 @@ impl Dataplane {
             return drop(stats, DropReason::NoRoute);
         };
         if len > usize::from(self.peer_mtu(peer)) && meta.dont_fragment {
-            stats.drop(DropReason::TooBig);
+            stats.count_drop(DropReason::TooBig);
             return match self.too_big(stats, frame, start, len, &meta, self.peer_mtu(peer)) {
                 Some((s, l)) => Verdict::Tun { start: s, len: l },
                 None => Verdict::Drop(DropReason::TooBig),
@@ -285,7 +285,7 @@ impl Dataplane {
     ) -> Verdict {
         let mtu = self.peer_mtu(to);
         if len > usize::from(mtu) && meta.dont_fragment {
-            stats.drop(DropReason::TooBig);
+            stats.count_drop(DropReason::TooBig);
             return match self.too_big(stats, frame, start, len, meta, mtu) {
                 Some((s, l)) => {
                     let flow = ip::flow_hash(&frame[s..s + l], meta);
@@ -348,7 +348,7 @@ impl Dataplane {
 }
 
 fn drop(stats: &WorkerStats, reason: DropReason) -> Verdict {
-    stats.drop(reason);
+    stats.count_drop(reason);
     Verdict::Drop(reason)
 }
 

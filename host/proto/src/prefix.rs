@@ -66,7 +66,10 @@ impl Prefix {
     }
 
     /// The prefix length in bits.
-    #[allow(clippy::len_without_is_empty, reason = "a prefix length, not a collection size")]
+    #[allow(
+        clippy::len_without_is_empty,
+        reason = "a prefix length, not a collection size"
+    )]
     pub fn len(&self) -> u8 {
         match *self {
             Prefix::V4 { len, .. } | Prefix::V6 { len, .. } => len,
@@ -237,11 +240,17 @@ impl<V: Copy> PrefixTable<V> {
     pub fn iter(&self) -> impl Iterator<Item = (Prefix, V)> + '_ {
         let v4 = self.v4.levels.iter().flat_map(|level| {
             let len = level.len;
-            level.map.iter().map(move |(&addr, &v)| (Prefix::V4 { addr, len }, v))
+            level
+                .map
+                .iter()
+                .map(move |(&addr, &v)| (Prefix::V4 { addr, len }, v))
         });
         let v6 = self.v6.levels.iter().flat_map(|level| {
             let len = level.len;
-            level.map.iter().map(move |(&addr, &v)| (Prefix::V6 { addr, len }, v))
+            level
+                .map
+                .iter()
+                .map(move |(&addr, &v)| (Prefix::V6 { addr, len }, v))
         });
         v4.chain(v6)
     }
@@ -624,7 +633,11 @@ mod tests {
         assert_eq!(t.remove(&p("2001:db8::/32")), Some(32));
         assert_eq!(t.lookup_v4(v4("10.1.1.1")), None);
         assert!(t.is_empty());
-        assert_eq!(t.v4.levels.len() + t.v6.levels.len(), 0, "empty lengths are dropped");
+        assert_eq!(
+            t.v4.levels.len() + t.v6.levels.len(),
+            0,
+            "empty lengths are dropped"
+        );
     }
 
     #[test]
@@ -644,13 +657,31 @@ mod tests {
     fn families_are_kept_apart() {
         let mut t = PrefixTable::new();
         // Same numeric address and length in both families.
-        t.insert(Prefix::V4 { addr: 0x0a00_0000, len: 8 }, 4);
-        t.insert(Prefix::V6 { addr: 0x0a00_0000, len: 8 }, 6);
+        t.insert(
+            Prefix::V4 {
+                addr: 0x0a00_0000,
+                len: 8,
+            },
+            4,
+        );
+        t.insert(
+            Prefix::V6 {
+                addr: 0x0a00_0000,
+                len: 8,
+            },
+            6,
+        );
         assert_eq!(t.len(), 2);
         assert_eq!(t.lookup_v4(0x0a00_0001), Some(4));
         assert_eq!(t.lookup_v6(0x0a00_0001), Some(6));
         assert_eq!(t.lookup_v6(v6("::ffff:10.0.0.1")), Some(6));
-        assert_eq!(t.remove(&Prefix::V4 { addr: 0x0a00_0000, len: 8 }), Some(4));
+        assert_eq!(
+            t.remove(&Prefix::V4 {
+                addr: 0x0a00_0000,
+                len: 8
+            }),
+            Some(4)
+        );
         assert_eq!(t.lookup_v4(0x0a00_0001), None);
         assert_eq!(t.lookup_v6(0x0a00_0001), Some(6));
     }
@@ -658,7 +689,13 @@ mod tests {
     #[test]
     fn hand_built_prefix_host_bits_are_ignored() {
         let mut t = PrefixTable::new();
-        t.insert(Prefix::V4 { addr: v4("10.1.2.3"), len: 8 }, 1);
+        t.insert(
+            Prefix::V4 {
+                addr: v4("10.1.2.3"),
+                len: 8,
+            },
+            1,
+        );
         assert_eq!(t.get(&p("10.0.0.0/8")), Some(1));
         assert_eq!(t.iter().next(), Some((p("10.0.0.0/8"), 1)));
     }
@@ -703,10 +740,19 @@ mod tests {
         let one = t.heap_bytes();
         assert!(one > 0);
         for i in 0..1000u32 {
-            t.insert(Prefix::V4 { addr: i << 8, len: 24 }, i);
+            t.insert(
+                Prefix::V4 {
+                    addr: i << 8,
+                    len: 24,
+                },
+                i,
+            );
         }
         let many = t.heap_bytes();
-        assert!(many > one + 1000 * size_of::<(u32, u32)>(), "{one} -> {many}");
+        assert!(
+            many > one + 1000 * size_of::<(u32, u32)>(),
+            "{one} -> {many}"
+        );
         // Loose upper bound: under ~4x the raw slot size per entry.
         assert!(many < 1001 * 4 * size_of::<(u32, u32)>() + 4096, "{many}");
     }
@@ -736,10 +782,25 @@ mod tests {
         fn lookup(&self, addr: IpAddr) -> Option<u16> {
             self.0
                 .iter()
-                .filter(|(q, _)| q.contains(addr))
+                .filter(|(q, _)| naive_contains(q, addr))
                 .max_by_key(|(q, _)| q.len())
                 .map(|&(_, v)| v)
         }
+    }
+
+    /// Bit-by-bit containment, independent of the masks the table and `Prefix` use.
+    fn naive_contains(q: &Prefix, addr: IpAddr) -> bool {
+        let (net, addr, width, len) = match (*q, addr) {
+            (Prefix::V4 { addr: net, len }, IpAddr::V4(a)) => {
+                (u128::from(net), u128::from(u32::from(a)), 32, len)
+            }
+            (Prefix::V6 { addr: net, len }, IpAddr::V6(a)) => (net, u128::from(a), 128, len),
+            _ => return false,
+        };
+        (0..u32::from(len)).all(|i| {
+            let bit = width - 1 - i;
+            (net >> bit) & 1 == (addr >> bit) & 1
+        })
     }
 
     #[derive(Clone, Debug)]

@@ -174,7 +174,7 @@ impl WorkerStats {
 
     /// Counts one drop.
     #[inline]
-    pub fn drop(&self, reason: DropReason) {
+    pub fn count_drop(&self, reason: DropReason) {
         self.drops[reason.index()].add(1);
     }
 
@@ -205,8 +205,8 @@ mod tests {
     #[test]
     fn counts() {
         let s = WorkerStats::new(2);
-        s.drop(DropReason::KeyMismatch);
-        s.drop(DropReason::KeyMismatch);
+        s.count_drop(DropReason::KeyMismatch);
+        s.count_drop(DropReason::KeyMismatch);
         s.peer(1).unwrap().tx.count(100);
         assert_eq!(s.drops(DropReason::KeyMismatch), 2);
         assert_eq!(s.drops(DropReason::Truncated), 0);

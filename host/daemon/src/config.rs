@@ -1,0 +1,368 @@
+//! The TOML configuration: parsing with precise errors (file, line, column, key) and
+//! validation into what the dataplane, the TUN and the daemon need.
+//!
+//! Unknown keys are rejected. Keys use the vocabulary of DMVPN/FRR operators (`nbma`, `nhs`,
+//! `map`). Nothing here touches the system; `mgre check` runs exactly this code.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use mgre_proto::{DataplaneConfig, Encap, Peer, PeerId, Prefix, Role};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Default GRE-in-UDP port (RFC 8086).
+pub const GRE_UDP_PORT: u16 = 4754;
+
+/// A configuration error pointing at the offending place.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line and column, when known.
+    pub position: Option<(usize, usize)>,
+    /// Dotted path of the offending key, when known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Control socket path.
+    pub socket: PathBuf,
+    /// Prometheus endpoint, if enabled.
+    pub metrics: Option<SocketAddr>,
+    /// Default log filter.
+    pub log: Option<String>,
+    /// TUN interface to create.
+    pub tun: mgre_io::TunConfig,
+    /// Local underlay address.
+    pub nbma: IpAddr,
+    /// GRE-in-UDP port.
+    pub udp_port: u16,
+    /// Whether any peer uses GRE-in-UDP.
+    pub udp_needed: bool,
+    /// Prefixes routed into the tunnel: every peer's map plus `routes`.
+    pub routes: Vec<Prefix>,
+    /// What the dataplane runs with.
+    pub dataplane: DataplaneConfig,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            position: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(path, &src)
+    }
+
+    /// Parses and validates `src`, reporting errors against `file`.
+    pub fn parse(file: &Path, src: &str) -> Result<Config, ConfigError> {
+        let err = |span: Option<Range<usize>>, key: Option<&str>, message: String| ConfigError {
+            file: file.to_owned(),
+            position: span.map(|s| line_col(src, s.start)),
+            key: key.map(str::to_owned),
+            message,
+        };
+        let de = toml::Deserializer::parse(src).map_err(|e| err(e.span(), None, e.message().to_owned()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            err(inner.span(), (path != ".").then_some(&path), inner.message().to_owned())
+        })?;
+        validate(raw, &|span, key, msg| err(Some(span), Some(key), msg))
+    }
+}
+
+type ErrAt<'a> = dyn Fn(Range<usize>, &str, String) -> ConfigError + 'a;
+
+fn validate(raw: RawConfig, err: &ErrAt<'_>) -> Result<Config, ConfigError> {
+    if *raw.version.get_ref() != 1 {
+        return Err(err(raw.version.span(), "version", format!("unsupported version {}, expected 1", raw.version.get_ref())));
+    }
+    let t = raw.tunnel;
+    let name = t.name.get_ref();
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+        return Err(err(t.name.span(), "tunnel.name", "interface name must be 1-15 characters without '/' or spaces".into()));
+    }
+    if let Some(m) = &raw.daemon.metrics
+        && !m.get_ref().ip().is_loopback()
+    {
+        return Err(err(m.span(), "daemon.metrics", "metrics must listen on a loopback address".into()));
+    }
+
+    let mut ipv4 = None;
+    let mut ipv6 = Vec::new();
+    let (mut local_v4, mut local_v6) = (None, None);
+    for (i, a) in t.address.iter().enumerate() {
+        let key = format!("tunnel.address[{i}]");
+        match (a.get_ref().0.addr(), a.get_ref().1) {
+            (IpAddr::V4(v4), len) => {
+                if ipv4.is_some() {
+                    return Err(err(a.span(), &key, "only one IPv4 tunnel address is supported".into()));
+                }
+                ipv4 = Some((v4, len));
+                local_v4 = Some(v4);
+            }
+            (IpAddr::V6(v6), len) => {
+                ipv6.push((v6, len));
+                local_v6.get_or_insert(v6);
+            }
+        }
+    }
+
+    let nbma = *t.nbma.get_ref();
+    let mut peers: Vec<Peer> = Vec::with_capacity(raw.peer.len());
+    let mut map = Vec::new();
+    let mut routes: Vec<Prefix> = t.routes.iter().map(|p| p.0).collect();
+    for (i, p) in raw.peer.iter().enumerate() {
+        let pname = p.name.get_ref();
+        if pname.is_empty() {
+            return Err(err(p.name.span(), &format!("peer[{i}].name"), "peer name must not be empty".into()));
+        }
+        if peers.iter().any(|q| &q.name == pname) {
+            return Err(err(p.name.span(), &format!("peer[{i}].name"), format!("duplicate peer name `{pname}`")));
+        }
+        let pnbma = *p.nbma.get_ref();
+        if pnbma.is_ipv4() != nbma.is_ipv4() {
+            return Err(err(p.nbma.span(), &format!("peer[{i}].nbma"), format!("peer underlay address {pnbma} is not of the same family as tunnel.nbma {nbma}")));
+        }
+        if pnbma == nbma || peers.iter().any(|q| q.nbma == pnbma) {
+            return Err(err(p.nbma.span(), &format!("peer[{i}].nbma"), format!("underlay address {pnbma} is already used")));
+        }
+        for prefix in &p.map {
+            map.push((prefix.0, i as PeerId));
+            routes.push(prefix.0);
+        }
+        peers.push(Peer {
+            name: pname.clone(),
+            nbma: pnbma,
+            encap: p.encap,
+            key: p.key.or(t.key),
+            checksum: p.checksum.unwrap_or(t.checksum),
+            sequence: p.sequence.unwrap_or(t.sequence),
+        });
+    }
+
+    let nhs = match (&t.nhs, t.role) {
+        (None, _) => None,
+        (Some(n), Role::Hub) => return Err(err(n.span(), "tunnel.nhs", "a hub has no NHS; remove `nhs` or set role = \"spoke\"".into())),
+        (Some(n), Role::Spoke) => match peers.iter().position(|p| &p.name == n.get_ref()) {
+            Some(i) => Some(i as PeerId),
+            None => return Err(err(n.span(), "tunnel.nhs", format!("no [[peer]] named `{}`", n.get_ref()))),
+        },
+    };
+
+    let underlay_mtu = t.underlay_mtu;
+    let derived = peers.iter().map(|p| p.inner_mtu(underlay_mtu)).min().unwrap_or(underlay_mtu.saturating_sub(40));
+    let tun_mtu = match &t.mtu {
+        Some(m) => *m.get_ref(),
+        None => derived,
+    };
+    if tun_mtu < 576 {
+        let span = t.mtu.as_ref().map_or(0..0, |m| m.span());
+        return Err(err(span, "tunnel.mtu", format!("tunnel MTU {tun_mtu} is below 576 (underlay-mtu {underlay_mtu} minus overhead)")));
+    }
+    if !ipv6.is_empty() && tun_mtu < 1280 {
+        let span = t.mtu.as_ref().map_or(0..0, |m| m.span());
+        return Err(err(span, "tunnel.mtu", format!("tunnel MTU {tun_mtu} is below 1280, the IPv6 minimum, but IPv6 addresses are configured")));
+    }
+    let mss_clamp = match t.mss_clamp {
+        MssClamp::Enabled(false) => None,
+        MssClamp::Enabled(true) => Some((tun_mtu - 40, tun_mtu - 60)),
+        MssClamp::Value(v) => Some((v, v)),
+    };
+    let udp_needed = peers.iter().any(|p| p.encap == Encap::GreUdp);
+    routes.sort_by_key(|p| (p.addr().is_ipv6(), p.addr(), p.len()));
+    routes.dedup();
+
+    Ok(Config {
+        socket: raw.daemon.socket,
+        metrics: raw.daemon.metrics.map(|m| *m.get_ref()),
+        log: raw.daemon.log,
+        tun: mgre_io::TunConfig { name: name.clone(), mtu: tun_mtu, ipv4, ipv6 },
+        nbma,
+        udp_port: t.udp_port,
+        udp_needed,
+        routes,
+        dataplane: DataplaneConfig {
+            role: t.role,
+            peers,
+            map,
+            nhs,
+            local_v4,
+            local_v6,
+            underlay_mtu,
+            tun_mtu,
+            mss_clamp,
+        },
+    })
+}
+
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    (line, col)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    version: Spanned<u32>,
+    daemon: RawDaemon,
+    tunnel: RawTunnel,
+    #[serde(default)]
+    peer: Vec<RawPeer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    socket: PathBuf,
+    metrics: Option<Spanned<SocketAddr>>,
+    log: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTunnel {
+    name: Spanned<String>,
+    #[serde(with = "role")]
+    role: Role,
+    #[serde(default)]
+    address: Vec<Spanned<AddrWithLen>>,
+    nbma: Spanned<IpAddr>,
+    #[serde(default = "default_underlay_mtu")]
+    underlay_mtu: u16,
+    mtu: Option<Spanned<u16>>,
+    key: Option<u32>,
+    #[serde(default)]
+    checksum: bool,
+    #[serde(default)]
+    sequence: bool,
+    #[serde(default)]
+    mss_clamp: MssClamp,
+    #[serde(default)]
+    routes: Vec<PrefixStr>,
+    nhs: Option<Spanned<String>>,
+    #[serde(default = "default_udp_port")]
+    udp_port: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: Spanned<String>,
+    nbma: Spanned<IpAddr>,
+    #[serde(default = "default_encap", with = "encap")]
+    encap: Encap,
+    key: Option<u32>,
+    checksum: Option<bool>,
+    sequence: Option<bool>,
+    #[serde(default)]
+    map: Vec<PrefixStr>,
+}
+
+/// `true`/`false` or an explicit MSS value.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(untagged)]
+enum MssClamp {
+    Enabled(bool),
+    Value(u16),
+}
+
+impl Default for MssClamp {
+    fn default() -> Self {
+        MssClamp::Enabled(true)
+    }
+}
+
+/// A prefix written as `a.b.c.d/n` or `x::/n`; a bare address means a host route.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(try_from = "String")]
+struct PrefixStr(Prefix);
+
+impl TryFrom<String> for PrefixStr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse::<Prefix>().map(PrefixStr).map_err(|e| format!("invalid prefix `{s}`: {e}"))
+    }
+}
+
+/// An interface address with its prefix length, e.g. `198.51.100.11/24`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(try_from = "String")]
+struct AddrWithLen(Prefix, u8);
+
+impl TryFrom<String> for AddrWithLen {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let (a, l) = s.split_once('/').ok_or_else(|| format!("`{s}` needs a prefix length, e.g. 198.51.100.1/24"))?;
+        let addr: IpAddr = a.parse().map_err(|e| format!("invalid address `{a}`: {e}"))?;
+        let len: u8 = l.parse().map_err(|e| format!("invalid prefix length `{l}`: {e}"))?;
+        let host = Prefix::new(addr, if addr.is_ipv4() { 32 } else { 128 }).map_err(|e| e.to_string())?;
+        Prefix::new(addr, len).map_err(|e| format!("`{s}`: {e}"))?;
+        Ok(AddrWithLen(host, len))
+    }
+}
+
+fn default_underlay_mtu() -> u16 {
+    1500
+}
+fn default_udp_port() -> u16 {
+    GRE_UDP_PORT
+}
+fn default_encap() -> Encap {
+    Encap::Gre
+}
+
+mod role {
+    use mgre_proto::Role;
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Role, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "hub" => Ok(Role::Hub),
+            "spoke" => Ok(Role::Spoke),
+            other => Err(serde::de::Error::custom(format!("unknown role `{other}`, expected \"hub\" or \"spoke\""))),
+        }
+    }
+}
+
+mod encap {
+    use mgre_proto::Encap;
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Encap, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "gre" => Ok(Encap::Gre),
+            "gre-udp" => Ok(Encap::GreUdp),
+            other => Err(serde::de::Error::custom(format!("unknown encap `{other}`, expected \"gre\" or \"gre-udp\""))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,109 @@
+//! Prometheus metrics over HTTP (`GET /metrics`) on a loopback address: packets and bytes per
+//! peer and direction, totals, and drops by reason, read from the workers' counters at
+//! scrape time (nothing is copied on the packet path).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::snapshot::{PeerRow, Shared};
+use mgre_proto::DropReason;
+
+/// Serves scrapes until the task is dropped.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut registry = Registry::with_prefix("mgre");
+    registry.register_collector(Box::new(TunnelCollector(shared)));
+    let registry = Arc::new(registry);
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut req = [0u8; 2048];
+            let mut got = 0;
+            let read = async {
+                while got < req.len() {
+                    match stream.read(&mut req[got..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                    if req[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(5), read).await.is_err() {
+                return;
+            }
+            let head = String::from_utf8_lossy(&req[..got]);
+            let response = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                    Ok(()) => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    ),
+                    Err(_) => "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
+                }
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+#[derive(Debug)]
+struct TunnelCollector(Arc<Shared>);
+
+impl Collector for TunnelCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.stats();
+        let tun = self.0.tun_name.as_str();
+        for (name, help, unit_packets) in [
+            ("packets", "Packets by path and direction", true),
+            ("bytes", "Bytes by path and direction", false),
+        ] {
+            let mut fam = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (path, c) in [("underlay_rx", s.rx), ("underlay_tx", s.tx), ("tun_rx", s.tun_rx), ("tun_tx", s.tun_tx), ("hairpin", s.hairpin)] {
+                let v = if unit_packets { c.packets } else { c.bytes };
+                let labels = [("tunnel", tun), ("path", path)];
+                ConstCounter::new(v).encode(fam.encode_family(&labels)?)?;
+            }
+        }
+        let peers = self.0.peers();
+        let per_peer: [(&str, &str, fn(&PeerRow) -> u64); 4] = [
+            ("peer_rx_packets", "Packets received from a peer", |p| p.rx_packets),
+            ("peer_rx_bytes", "Bytes received from a peer", |p| p.rx_bytes),
+            ("peer_tx_packets", "Packets sent to a peer", |p| p.tx_packets),
+            ("peer_tx_bytes", "Bytes sent to a peer", |p| p.tx_bytes),
+        ];
+        for (name, help, value) in per_peer {
+            let mut fam = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for p in &peers {
+                let labels = [("tunnel", tun), ("peer", p.name.as_str()), ("nbma", p.nbma.as_str())];
+                ConstCounter::new(value(p)).encode(fam.encode_family(&labels)?)?;
+            }
+        }
+        let mut fam = enc.encode_descriptor("drops", "Dropped packets by reason", None, MetricType::Counter)?;
+        for r in DropReason::ALL {
+            let labels = [("tunnel", tun), ("reason", r.as_str())];
+            ConstCounter::new(self.0.drops(r)).encode(fam.encode_family(&labels)?)?;
+        }
+        for (name, help, v) in [
+            ("nhrp_packets", "NHRP packets received", s.nhrp),
+            ("mss_clamped", "TCP SYNs whose MSS was clamped", s.mss_clamped),
+            ("icmp_too_big", "ICMP too-big errors generated", s.icmp_too_big),
+        ] {
+            let mut fam = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(v).encode(fam.encode_family(&[("tunnel", tun)])?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,80 @@
+//! `mgre run`: brings the tunnel up (TUN, sockets, routes), starts the dataplane worker and
+//! the control/metrics servers, and tears everything down again on SIGTERM or SIGINT.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use mgre_io::{GreSocket, Tun, UdpSockets};
+use mgre_proto::{Dataplane, WorkerStats};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+use crate::snapshot::Shared;
+use crate::worker::Worker;
+
+/// Underlay socket buffer size.
+const SOCKET_BUFFER: usize = 8 << 20;
+/// GRE-in-UDP sending sockets (distinct source ports for ECMP entropy).
+const UDP_SOURCE_PORTS: usize = 8;
+
+/// Runs the daemon described by `path` until a termination signal.
+pub fn run(path: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(path)?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.log.as_deref().unwrap_or("info")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+
+    let listener = crate::control::bind(&cfg.socket)?;
+    let tun = Arc::new(Tun::create(&cfg.tun).with_context(|| format!("creating TUN {}", cfg.tun.name))?);
+    let gre = GreSocket::bind(cfg.nbma, SOCKET_BUFFER).with_context(|| format!("opening raw GRE socket on {}", cfg.nbma))?;
+    let udp = if cfg.udp_needed {
+        Some(UdpSockets::bind(cfg.nbma, cfg.udp_port, UDP_SOURCE_PORTS, SOCKET_BUFFER).with_context(|| format!("binding GRE-in-UDP on {}:{}", cfg.nbma, cfg.udp_port))?)
+    } else {
+        None
+    };
+    crate::routes::install(tun.name(), &cfg.routes)?;
+
+    let dp = Arc::new(Dataplane::new(cfg.dataplane.clone()));
+    let stats = Arc::new(WorkerStats::new(dp.peers().len()));
+    let shared = Arc::new(Shared { dataplane: dp.clone(), workers: vec![stats.clone()], tun_name: tun.name().to_owned() });
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = Worker { dp: dp.clone(), stats, tun: tun.clone(), gre, udp, udp_port: cfg.udp_port, stop: stop.clone() };
+    let handle = std::thread::Builder::new().name("mgre-worker-0".into()).spawn(move || worker.run())?;
+
+    tracing::info!(
+        tunnel = tun.name(), role = ?cfg.dataplane.role, nbma = %cfg.nbma, mtu = cfg.tun.mtu,
+        peers = dp.peers().len(), routes = cfg.routes.len(), "mgre running"
+    );
+    let served = serve_until_signal(&cfg, listener, shared);
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = handle.join();
+    if let Err(e) = crate::routes::remove(tun.name(), &cfg.routes) {
+        tracing::warn!(error = %e, "removing routes");
+    }
+    let _ = std::fs::remove_file(&cfg.socket);
+    drop(tun);
+    tracing::info!("mgre stopped");
+    served
+}
+
+fn serve_until_signal(cfg: &Config, listener: std::os::unix::net::UnixListener, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        listener.set_nonblocking(true)?;
+        let control = tokio::net::UnixListener::from_std(listener)?;
+        tokio::spawn(crate::control::serve(control, shared.clone()));
+        if let Some(addr) = cfg.metrics {
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?;
+            tracing::info!(%addr, "metrics listening");
+            tokio::spawn(crate::metrics::serve(l, shared));
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+        Ok(())
+    })
+}

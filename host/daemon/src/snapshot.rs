@@ -1,0 +1,138 @@
+//! A point-in-time view of the running tunnel for `mgre show` and the metrics scrape:
+//! counters summed across workers, joined with the peer table.
+
+use std::sync::Arc;
+
+use mgre_proto::stats::Traffic;
+use mgre_proto::{Dataplane, DropReason, WorkerStats};
+use serde::Serialize;
+
+/// What the control socket and the metrics endpoint read.
+#[derive(Debug)]
+pub struct Shared {
+    /// The forwarding state.
+    pub dataplane: Arc<Dataplane>,
+    /// One counter set per dataplane worker.
+    pub workers: Vec<Arc<WorkerStats>>,
+    /// TUN interface name.
+    pub tun_name: String,
+}
+
+/// Packets and bytes.
+#[derive(Debug, Serialize, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// `mgre show stats`.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    /// GRE packets accepted from the underlay.
+    pub rx: Count,
+    /// GRE packets sent to the underlay.
+    pub tx: Count,
+    /// Packets read from the TUN.
+    pub tun_rx: Count,
+    /// Packets written to the TUN.
+    pub tun_tx: Count,
+    /// Hub hairpin forwarding.
+    pub hairpin: Count,
+    /// NHRP packets seen.
+    pub nhrp: u64,
+    /// SYNs whose MSS was clamped.
+    pub mss_clamped: u64,
+    /// ICMP too-big errors generated.
+    pub icmp_too_big: u64,
+    /// Drops by reason, every reason present.
+    pub drops: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One row of `mgre show peers`.
+#[derive(Debug, Serialize)]
+pub struct PeerRow {
+    /// Peer name.
+    pub name: String,
+    /// Underlay address.
+    pub nbma: String,
+    /// Encapsulation.
+    pub encap: &'static str,
+    /// GRE key.
+    pub key: Option<u32>,
+    /// Overlay prefixes behind the peer.
+    pub map: Vec<String>,
+    /// Inner MTU of the path.
+    pub mtu: u16,
+    /// Packets received from the peer.
+    pub rx_packets: u64,
+    /// Bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Packets sent to the peer.
+    pub tx_packets: u64,
+    /// Bytes sent to the peer.
+    pub tx_bytes: u64,
+}
+
+impl Shared {
+    fn sum(&self, pick: impl Fn(&WorkerStats) -> &Traffic) -> Count {
+        self.workers.iter().fold(Count::default(), |c, w| {
+            let t = pick(w);
+            Count { packets: c.packets + t.packets.get(), bytes: c.bytes + t.bytes.get() }
+        })
+    }
+
+    /// Total drops under `reason` across workers.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.workers.iter().map(|w| w.drops(reason)).sum()
+    }
+
+    /// Summed counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            rx: self.sum(|w| &w.rx),
+            tx: self.sum(|w| &w.tx),
+            tun_rx: self.sum(|w| &w.tun_rx),
+            tun_tx: self.sum(|w| &w.tun_tx),
+            hairpin: self.sum(|w| &w.hairpin),
+            nhrp: self.workers.iter().map(|w| w.nhrp.get()).sum(),
+            mss_clamped: self.workers.iter().map(|w| w.mss_clamped.get()).sum(),
+            icmp_too_big: self.workers.iter().map(|w| w.icmp_too_big.get()).sum(),
+            drops: DropReason::ALL.iter().map(|r| (r.as_str().to_owned(), self.drops(*r).into())).collect(),
+        }
+    }
+
+    /// The peer table with per-peer counters.
+    pub fn peers(&self) -> Vec<PeerRow> {
+        let dp = &self.dataplane;
+        dp.peers()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let id = i as u32;
+                let rx = self.sum_peer(id, true);
+                let tx = self.sum_peer(id, false);
+                PeerRow {
+                    name: p.name.clone(),
+                    nbma: p.nbma.to_string(),
+                    encap: p.encap.as_str(),
+                    key: p.key,
+                    map: dp.config().map.iter().filter(|(_, peer)| *peer == id).map(|(pr, _)| pr.to_string()).collect(),
+                    mtu: dp.peer_mtu(id),
+                    rx_packets: rx.packets,
+                    rx_bytes: rx.bytes,
+                    tx_packets: tx.packets,
+                    tx_bytes: tx.bytes,
+                }
+            })
+            .collect()
+    }
+
+    fn sum_peer(&self, id: u32, rx: bool) -> Count {
+        self.workers.iter().filter_map(|w| w.peer(id)).fold(Count::default(), |c, p| {
+            let t = if rx { &p.rx } else { &p.tx };
+            Count { packets: c.packets + t.packets.get(), bytes: c.bytes + t.bytes.get() }
+        })
+    }
+}
