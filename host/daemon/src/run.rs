@@ -1,6 +1,7 @@
 //! `mgre run`: brings the tunnel up (TUN, sockets, routes), starts the dataplane worker and
 //! the control/metrics servers, and tears everything down again on SIGTERM or SIGINT.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +24,12 @@ const UDP_SOURCE_PORTS: usize = 8;
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.log.as_deref().unwrap_or("info")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 
     let listener = crate::control::bind(&cfg.socket)?;
     let tun = Arc::new(Tun::create(&cfg.tun).with_context(|| format!("creating TUN {}", cfg.tun.name))?);
