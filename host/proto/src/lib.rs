@@ -6,6 +6,8 @@
 //! the daemon drive it. Its dependency tree must stay free of tokio, sockets, libc and wasmtime.
 
 pub mod dataplane;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod peer;
 pub mod prefix;
 pub mod stats;
