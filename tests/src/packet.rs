@@ -1,0 +1,137 @@
+//! Hand-built test packets and small parsers for what the harness captures.
+//!
+//! Pure byte manipulation: no sockets, no namespaces. The parsers only read packets the
+//! harness captured itself and must never panic on short input.
+
+use std::net::Ipv4Addr;
+
+/// The Internet checksum (RFC 1071) of `data`, ready to store big-endian.
+pub fn inet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for pair in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A complete IPv4 packet holding an ICMP echo request with `payload_len` pattern bytes.
+pub fn ipv4_icmp_echo(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    seq: u16,
+    payload_len: usize,
+) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0];
+    icmp.extend_from_slice(&ident.to_be_bytes());
+    icmp.extend_from_slice(&seq.to_be_bytes());
+    icmp.extend((0..payload_len).map(|i| i as u8));
+    let sum = inet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+
+    let total = u16::try_from(IPV4_HEADER + icmp.len()).expect("test packet fits IPv4");
+    let mut packet = vec![0x45, 0];
+    packet.extend_from_slice(&total.to_be_bytes());
+    packet.extend_from_slice(&[0, 0, 0x40, 0, 64, IPPROTO_ICMP, 0, 0]); // id, DF, TTL, proto
+    packet.extend_from_slice(&src.octets());
+    packet.extend_from_slice(&dst.octets());
+    let sum = inet_checksum(&packet);
+    packet[10..12].copy_from_slice(&sum.to_be_bytes());
+    packet.extend_from_slice(&icmp);
+    packet
+}
+
+/// If `packet` (an IPv4 or IPv6 datagram, no link header) is a TCP SYN without ACK to
+/// `dst_port`, its MSS option: `Some(Some(mss))`, or `Some(None)` when it has none.
+/// `None` for any other packet, including malformed ones.
+pub fn syn_mss(packet: &[u8], dst_port: u16) -> Option<Option<u16>> {
+    let tcp = match packet.first()? >> 4 {
+        4 => {
+            let header_len = usize::from(packet[0] & 0x0f) * 4;
+            (*packet.get(9)? == IPPROTO_TCP).then_some(())?;
+            packet.get(header_len..)?
+        }
+        // Only a bare IPv6 header: the harness never adds extension headers.
+        6 => {
+            (*packet.get(6)? == IPPROTO_TCP).then_some(())?;
+            packet.get(IPV6_HEADER..)?
+        }
+        _ => return None,
+    };
+    let port = u16::from_be_bytes([*tcp.get(2)?, *tcp.get(3)?]);
+    let flags = *tcp.get(13)?;
+    if port != dst_port || flags & TCP_SYN == 0 || flags & TCP_ACK != 0 {
+        return None;
+    }
+    let data_offset = usize::from(tcp.get(12)? >> 4) * 4;
+    let mut options = tcp.get(TCP_HEADER..data_offset)?;
+    while let Some(&kind) = options.first() {
+        match kind {
+            TCPOPT_END => break,
+            TCPOPT_NOP => options = &options[1..],
+            _ => {
+                let len = usize::from(*options.get(1)?);
+                if len < 2 || len > options.len() {
+                    return None;
+                }
+                if kind == TCPOPT_MSS && len == 4 {
+                    return Some(Some(u16::from_be_bytes([options[2], options[3]])));
+                }
+                options = &options[len..];
+            }
+        }
+    }
+    Some(None)
+}
+
+const IPV4_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+const TCP_HEADER: usize = 20;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+const TCPOPT_END: u8 = 0;
+const TCPOPT_NOP: u8 = 1;
+const TCPOPT_MSS: u8 = 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_of_a_valid_packet_is_zero() {
+        let packet = ipv4_icmp_echo(
+            Ipv4Addr::new(203, 0, 113, 2),
+            Ipv4Addr::new(203, 0, 113, 194),
+            7,
+            1,
+            33,
+        );
+        assert_eq!(packet.len(), 20 + 8 + 33);
+        assert_eq!(inet_checksum(&packet[..20]), 0);
+        assert_eq!(inet_checksum(&packet[20..]), 0);
+    }
+
+    #[test]
+    fn syn_mss_finds_the_option_and_ignores_others() {
+        let mut syn = vec![0x45, 0, 0, 44, 0, 0, 0x40, 0, 64, IPPROTO_TCP, 0, 0];
+        syn.extend_from_slice(&[203, 0, 113, 2, 203, 0, 113, 66]);
+        syn.extend_from_slice(&[0x9c, 0x40, 0x1f, 0x90]); // ports 40000 -> 8080
+        syn.extend_from_slice(&[0; 8]); // seq, ack
+        syn.extend_from_slice(&[0x60, TCP_SYN, 0xff, 0xff, 0, 0, 0, 0]);
+        syn.extend_from_slice(&[TCPOPT_MSS, 4, 0x05, 0xb4]); // 1460
+        assert_eq!(syn_mss(&syn, 8080), Some(Some(1460)));
+        assert_eq!(syn_mss(&syn, 8081), None);
+        assert_eq!(syn_mss(&syn[..30], 8080), None);
+        syn[33] = TCP_SYN | TCP_ACK;
+        assert_eq!(syn_mss(&syn, 8080), None);
+    }
+}

@@ -1,0 +1,655 @@
+//! The reference topology of `docs/contract.md`, built out of network namespaces.
+//!
+//! One underlay namespace holds a Linux bridge; the hub and each spoke are router
+//! namespaces with a veth into that bridge (underlay 192.0.2.0/24) and a veth to a LAN-host
+//! namespace behind them. [`TopologyBuilder`] also renders every site's `mgre` config, and
+//! [`Topology`] starts and stops the daemons. Every device is created directly inside a
+//! namespace the topology owns (`ip -n`); nothing is ever added to the host's namespace,
+//! and only documentation addresses are used. Dropping a [`Topology`] — also while a test
+//! unwinds — stops its daemons, then deletes its namespaces and scratch directory.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+
+use anyhow::{Context, Result, bail};
+
+use crate::daemon::Daemon;
+use crate::names::{Namer, TempDir};
+use crate::netns::Netns;
+
+/// How a spoke and the hub encapsulate traffic between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encap {
+    /// Plain GRE, IP protocol 47.
+    #[default]
+    Gre,
+    /// GRE-in-UDP (RFC 8086).
+    GreUdp,
+}
+
+impl Encap {
+    /// The config spelling: `"gre"` or `"gre-udp"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gre => "gre",
+            Self::GreUdp => "gre-udp",
+        }
+    }
+}
+
+/// One site of the reference topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteId {
+    /// The hub (underlay .1, LAN 203.0.113.192/26).
+    Hub,
+    /// Spoke `k`, 1 ..= [`MAX_SPOKES`].
+    Spoke(usize),
+}
+
+impl SiteId {
+    /// The `[[peer]] name` other sites use for this one: `hub`, `spoke1`, …
+    pub fn peer_name(self) -> String {
+        match self {
+            Self::Hub => "hub".to_owned(),
+            Self::Spoke(k) => format!("spoke{k}"),
+        }
+    }
+
+    /// Position in [`Topology::sites`]: 0 for the hub, `k` for spoke `k`.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Hub => 0,
+            Self::Spoke(k) => k,
+        }
+    }
+}
+
+/// The addresses the contract assigns to a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteAddrs {
+    /// Underlay (NBMA) address in 192.0.2.0/24.
+    pub nbma: Ipv4Addr,
+    /// Overlay address in 198.51.100.0/24.
+    pub tunnel_v4: Ipv4Addr,
+    /// Overlay address in 2001:db8:100::/64.
+    pub tunnel_v6: Ipv6Addr,
+    /// LAN network address (prefix length [`LAN_V4_LEN`]).
+    pub lan_v4: Ipv4Addr,
+    /// LAN network address (prefix length [`LAN_V6_LEN`]).
+    pub lan_v6: Ipv6Addr,
+    /// The router's (hub's or spoke's) LAN address, the LAN host's gateway.
+    pub router_v4: Ipv4Addr,
+    /// The router's IPv6 LAN address.
+    pub router_v6: Ipv6Addr,
+    /// The LAN host's address.
+    pub host_v4: Ipv4Addr,
+    /// The LAN host's IPv6 address.
+    pub host_v6: Ipv6Addr,
+}
+
+impl SiteAddrs {
+    /// The contract's addresses for `id`.
+    ///
+    /// # Panics
+    /// For a spoke number outside 1 ..= [`MAX_SPOKES`].
+    pub fn of(id: SiteId) -> Self {
+        let (host_octet, lan_base, lan_v6_net) = match id {
+            SiteId::Hub => (1u8, 192u8, 0xffu16),
+            SiteId::Spoke(k) => {
+                assert!(
+                    (1..=MAX_SPOKES).contains(&k),
+                    "spoke {k} outside 1..={MAX_SPOKES}"
+                );
+                let k = k as u8;
+                (10 + k, 64 * (k - 1), u16::from(k))
+            }
+        };
+        // The contract writes ::11 for spoke 1: the decimal digits read as hex.
+        let tunnel_v6_host =
+            u16::from_str_radix(&host_octet.to_string(), 16).expect("decimal digits are hex");
+        let lan_v6 = Ipv6Addr::new(0x2001, 0xdb8, lan_v6_net, 0, 0, 0, 0, 0);
+        let in_lan_v6 = |host: u16| Ipv6Addr::new(0x2001, 0xdb8, lan_v6_net, 0, 0, 0, 0, host);
+        Self {
+            nbma: Ipv4Addr::new(192, 0, 2, host_octet),
+            tunnel_v4: Ipv4Addr::new(198, 51, 100, host_octet),
+            tunnel_v6: Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, tunnel_v6_host),
+            lan_v4: Ipv4Addr::new(203, 0, 113, lan_base),
+            lan_v6,
+            router_v4: Ipv4Addr::new(203, 0, 113, lan_base + 1),
+            router_v6: in_lan_v6(1),
+            host_v4: Ipv4Addr::new(203, 0, 113, lan_base + 2),
+            host_v6: in_lan_v6(2),
+        }
+    }
+
+    /// What a peer's `map` holds for this site: tunnel /32 and /128, LAN v4 and v6.
+    pub fn map(&self) -> [String; 4] {
+        [
+            format!("{}/32", self.tunnel_v4),
+            format!("{}/128", self.tunnel_v6),
+            format!("{}/{LAN_V4_LEN}", self.lan_v4),
+            format!("{}/{LAN_V6_LEN}", self.lan_v6),
+        ]
+    }
+}
+
+/// Per-spoke choices (the hub's `[[peer]]` for the spoke and the spoke's for the hub).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpokeOptions {
+    /// Encapsulation between this spoke and the hub.
+    pub encap: Encap,
+    /// Per-peer GRE key on both ends (overrides the topology-wide key).
+    pub key: Option<u32>,
+}
+
+/// Options of a [`Topology`]; also renders configs without building anything.
+#[derive(Debug, Clone)]
+pub struct TopologyBuilder {
+    tag: String,
+    spokes: Vec<SpokeOptions>,
+    key: Option<u32>,
+    checksum: Option<bool>,
+    sequence: Option<bool>,
+    log: String,
+}
+
+impl TopologyBuilder {
+    /// Number of spokes (1 ..= [`MAX_SPOKES`]; default 2). Resets per-spoke options, so
+    /// call it before [`Self::encap`] and [`Self::spoke_key`].
+    pub fn spokes(mut self, count: usize) -> Self {
+        assert!(
+            (1..=MAX_SPOKES).contains(&count),
+            "spokes must be 1..={MAX_SPOKES}"
+        );
+        self.spokes = vec![SpokeOptions::default(); count];
+        self
+    }
+
+    /// Encapsulation between spoke `k` and the hub.
+    pub fn encap(mut self, k: usize, encap: Encap) -> Self {
+        self.spoke_mut(k).encap = encap;
+        self
+    }
+
+    /// Per-peer GRE key between spoke `k` and the hub.
+    pub fn spoke_key(mut self, k: usize, key: u32) -> Self {
+        self.spoke_mut(k).key = Some(key);
+        self
+    }
+
+    /// `[tunnel] key` on every site.
+    pub fn key(mut self, key: u32) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// `[tunnel] checksum` on every site (absent: the daemon's default).
+    pub fn checksum(mut self, on: bool) -> Self {
+        self.checksum = Some(on);
+        self
+    }
+
+    /// `[tunnel] sequence` on every site (absent: the daemon's default).
+    pub fn sequence(mut self, on: bool) -> Self {
+        self.sequence = Some(on);
+        self
+    }
+
+    /// `[daemon] log` filter on every site (default `debug`).
+    pub fn log(mut self, filter: &str) -> Self {
+        self.log = filter.to_owned();
+        self
+    }
+
+    /// The sites this builder describes: the hub, then spokes 1 ..= N.
+    pub fn site_ids(&self) -> Vec<SiteId> {
+        std::iter::once(SiteId::Hub)
+            .chain((1..=self.spokes.len()).map(SiteId::Spoke))
+            .collect()
+    }
+
+    /// The config TOML of site `id`, with control socket `socket` and TUN name `tun`.
+    /// Metrics stay off. Pure: creates nothing.
+    pub fn render_config(&self, id: SiteId, socket: &Path, tun: &str) -> String {
+        let me = SiteAddrs::of(id);
+        let mut toml = String::new();
+        let mut line = |text: String| {
+            toml.push_str(&text);
+            toml.push('\n');
+        };
+        line("version = 1".into());
+        line(String::new());
+        line("[daemon]".into());
+        line(format!("socket = {}", quote(&socket.display().to_string())));
+        line(format!("log = {}", quote(&self.log)));
+        line(String::new());
+        line("[tunnel]".into());
+        line(format!("name = {}", quote(tun)));
+        let role = if id == SiteId::Hub { "hub" } else { "spoke" };
+        line(format!("role = {}", quote(role)));
+        line(format!(
+            "address = {}",
+            list(&[
+                format!("{}/24", me.tunnel_v4),
+                format!("{}/64", me.tunnel_v6)
+            ])
+        ));
+        line(format!("nbma = {}", quote(&me.nbma.to_string())));
+        if let Some(key) = self.key {
+            line(format!("key = {key}"));
+        }
+        if let Some(on) = self.checksum {
+            line(format!("checksum = {on}"));
+        }
+        if let Some(on) = self.sequence {
+            line(format!("sequence = {on}"));
+        }
+        match id {
+            SiteId::Hub => line("routes = []".into()),
+            SiteId::Spoke(_) => {
+                line(format!(
+                    "routes = {}",
+                    list(&SPOKE_ROUTES.map(str::to_owned))
+                ));
+                line(format!("nhs = {}", quote("hub")));
+            }
+        }
+        let peers: Vec<(SiteId, SpokeOptions)> = match id {
+            SiteId::Hub => (1..=self.spokes.len())
+                .map(|k| (SiteId::Spoke(k), self.spokes[k - 1]))
+                .collect(),
+            SiteId::Spoke(k) => vec![(SiteId::Hub, self.spokes[k - 1])],
+        };
+        for (peer, options) in peers {
+            let addrs = SiteAddrs::of(peer);
+            line(String::new());
+            line("[[peer]]".into());
+            line(format!("name = {}", quote(&peer.peer_name())));
+            line(format!("nbma = {}", quote(&addrs.nbma.to_string())));
+            line(format!("encap = {}", quote(options.encap.as_str())));
+            if let Some(key) = options.key {
+                line(format!("key = {key}"));
+            }
+            line(format!("map = {}", list(&addrs.map())));
+        }
+        toml
+    }
+
+    /// Builds the namespaces, links and addresses, and writes every site's config into
+    /// a fresh scratch directory. Daemons are not started (see [`Topology::start`]).
+    /// On failure everything created so far is removed.
+    pub fn build(self) -> Result<Topology> {
+        let names = Namer::new(&self.tag);
+        let dir = TempDir::for_namer(&names)?;
+        let underlay = Netns::new(names.netns("u"))?;
+        let bridge = names.device('r', 0);
+        underlay.ip(&format!("link add {bridge} type bridge"))?;
+        underlay.ip(&format!("link set {bridge} up"))?;
+        let mut sites = Vec::new();
+        for id in self.site_ids() {
+            let site = Site::build(&self, id, &names, &underlay, &bridge, dir.path())
+                .with_context(|| format!("building {}", id.peer_name()))?;
+            sites.push(site);
+        }
+        Ok(Topology {
+            sites,
+            underlay,
+            names,
+            dir,
+        })
+    }
+
+    fn spoke_mut(&mut self, k: usize) -> &mut SpokeOptions {
+        let count = self.spokes.len();
+        assert!((1..=count).contains(&k), "spoke {k} outside 1..={count}");
+        &mut self.spokes[k - 1]
+    }
+}
+
+/// A built reference topology: namespaces, links, configs, and the daemons once started.
+#[derive(Debug)]
+pub struct Topology {
+    // Field order is drop order: daemons and site namespaces first, the bridge, the files.
+    sites: Vec<Site>,
+    underlay: Netns,
+    names: Namer,
+    dir: TempDir,
+}
+
+impl Topology {
+    /// A builder for test `tag` (1 to 6 chars of `[a-z0-9]`, part of every name) with two
+    /// plain-GRE spokes, no key, the daemon's checksum/sequence defaults, log `debug`.
+    pub fn builder(tag: &str) -> TopologyBuilder {
+        TopologyBuilder {
+            tag: tag.to_owned(),
+            spokes: vec![SpokeOptions::default(); 2],
+            key: None,
+            checksum: None,
+            sequence: None,
+            log: "debug".to_owned(),
+        }
+    }
+
+    /// Starts the daemon of every site (hub first), each waited for until it answers.
+    pub fn start(&mut self) -> Result<()> {
+        for index in 0..self.sites.len() {
+            self.sites[index].start()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the daemon of one site.
+    pub fn start_site(&mut self, id: SiteId) -> Result<()> {
+        self.site_mut(id).start()
+    }
+
+    /// Stops the daemon of one site and returns its exit status.
+    pub fn stop_site(&mut self, id: SiteId) -> Result<ExitStatus> {
+        let site = self.site_mut(id);
+        let mut daemon = site.daemon.take().context("daemon not running")?;
+        daemon.stop()
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Site {
+        &self.sites[0]
+    }
+
+    /// Spoke `k` (1-based).
+    pub fn spoke(&self, k: usize) -> &Site {
+        self.site(SiteId::Spoke(k))
+    }
+
+    /// Site `id`.
+    ///
+    /// # Panics
+    /// If the topology has no such site.
+    pub fn site(&self, id: SiteId) -> &Site {
+        self.sites
+            .get(id.index())
+            .unwrap_or_else(|| panic!("no site {id:?}"))
+    }
+
+    /// All sites: the hub, then spokes in order.
+    pub fn sites(&self) -> &[Site] {
+        &self.sites
+    }
+
+    /// The namespace holding the underlay bridge.
+    pub fn underlay(&self) -> &Netns {
+        &self.underlay
+    }
+
+    /// The scratch directory (configs, control sockets, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The namer, to make further unique names for this test.
+    pub fn names(&self) -> &Namer {
+        &self.names
+    }
+
+    /// Names of every namespace of this topology.
+    pub fn netns_names(&self) -> Vec<String> {
+        let sites = self
+            .sites
+            .iter()
+            .flat_map(|site| [&site.router, &site.host]);
+        std::iter::once(&self.underlay)
+            .chain(sites)
+            .map(|ns| ns.name().to_owned())
+            .collect()
+    }
+
+    /// The tails of all running daemons' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        for site in &self.sites {
+            if let Some(daemon) = &site.daemon {
+                let _ = writeln!(
+                    text,
+                    "--- log of {} ---\n{}",
+                    site.id.peer_name(),
+                    daemon.log_tail(LOG_TAIL)
+                );
+            }
+        }
+        text
+    }
+
+    fn site_mut(&mut self, id: SiteId) -> &mut Site {
+        self.sites
+            .get_mut(id.index())
+            .unwrap_or_else(|| panic!("no site {id:?}"))
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // Stop daemons before their namespaces go, and show their logs; libtest only
+        // prints captured output when the test fails.
+        for site in &mut self.sites {
+            if let Some(mut daemon) = site.daemon.take() {
+                let status = daemon.stop();
+                eprintln!(
+                    "--- {} daemon stopped: {status:?}; log tail ---\n{}",
+                    site.id.peer_name(),
+                    daemon.log_tail(LOG_TAIL)
+                );
+            }
+        }
+    }
+}
+
+/// One site: a router namespace (hub or spoke) and the LAN host behind it.
+#[derive(Debug)]
+pub struct Site {
+    // First field: the daemon must stop before the namespaces are deleted.
+    daemon: Option<Daemon>,
+    /// Which site this is.
+    pub id: SiteId,
+    /// Its addresses.
+    pub addrs: SiteAddrs,
+    /// The hub's or spoke's namespace (where `mgre` runs).
+    pub router: Netns,
+    /// The LAN host's namespace.
+    pub host: Netns,
+    /// The TUN name in the config.
+    pub tun: String,
+    /// The router's underlay interface.
+    pub underlay_iface: String,
+    /// The router's LAN interface.
+    pub lan_iface: String,
+    /// The LAN host's interface.
+    pub host_iface: String,
+    /// Encapsulation towards the hub (the hub itself: [`Encap::Gre`], meaningless).
+    pub encap: Encap,
+    /// Config file.
+    pub config: PathBuf,
+    /// Control socket.
+    pub socket: PathBuf,
+    /// Daemon log file.
+    pub log: PathBuf,
+}
+
+impl Site {
+    /// The running daemon.
+    ///
+    /// # Panics
+    /// If it was not started (a bug in the test).
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} daemon not started", self.id.peer_name()))
+    }
+
+    /// Whether a daemon runs here.
+    pub fn is_running(&self) -> bool {
+        self.daemon.is_some()
+    }
+
+    /// The MTU of the TUN, from `ip link show` in the router namespace.
+    pub fn tun_mtu(&self) -> Result<u32> {
+        let out = self.router.ip(&format!("-o link show dev {}", self.tun))?;
+        let mut words = out.split_whitespace();
+        words
+            .by_ref()
+            .find(|word| *word == "mtu")
+            .and_then(|_| words.next())
+            .and_then(|mtu| mtu.parse().ok())
+            .with_context(|| format!("no mtu in {out:?}"))
+    }
+
+    /// Whether the TUN device exists in the router namespace.
+    pub fn tun_exists(&self) -> bool {
+        self.router
+            .ip(&format!("link show dev {}", self.tun))
+            .is_ok()
+    }
+
+    fn start(&mut self) -> Result<()> {
+        if self.daemon.is_some() {
+            bail!("{} daemon already running", self.id.peer_name());
+        }
+        let daemon = Daemon::start(&self.router, &self.config, &self.socket, &self.log)
+            .with_context(|| format!("starting the {} daemon", self.id.peer_name()))?;
+        self.daemon = Some(daemon);
+        Ok(())
+    }
+
+    fn build(
+        spec: &TopologyBuilder,
+        id: SiteId,
+        names: &Namer,
+        underlay: &Netns,
+        bridge: &str,
+        dir: &Path,
+    ) -> Result<Self> {
+        let index = id.index();
+        let role = match id {
+            SiteId::Hub => "hub".to_owned(),
+            SiteId::Spoke(k) => format!("s{k}"),
+        };
+        let addrs = SiteAddrs::of(id);
+        let router = Netns::new(names.netns(&role))?;
+        let host = Netns::new(names.netns(&format!("{role}l")))?;
+        router.sysctl(&[
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+            ("net.ipv6.conf.all.accept_dad", "0"),
+            ("net.ipv6.conf.default.accept_dad", "0"),
+        ])?;
+        host.sysctl(&[
+            ("net.ipv6.conf.all.accept_dad", "0"),
+            ("net.ipv6.conf.default.accept_dad", "0"),
+        ])?;
+
+        // Underlay: router veth <-> bridge port in the underlay namespace.
+        let underlay_iface = names.device('u', index);
+        let port = names.device('p', index);
+        router.ip(&format!(
+            "link add {underlay_iface} type veth peer name {port} netns {}",
+            underlay.name()
+        ))?;
+        underlay.ip(&format!("link set {port} master {bridge} up"))?;
+        router.ip(&format!("addr add {}/24 dev {underlay_iface}", addrs.nbma))?;
+        router.ip(&format!("link set {underlay_iface} up"))?;
+
+        // LAN: router veth <-> host veth.
+        let lan_iface = names.device('l', index);
+        let host_iface = names.device('h', index);
+        router.ip(&format!(
+            "link add {lan_iface} type veth peer name {host_iface} netns {}",
+            host.name()
+        ))?;
+        router.ip(&format!(
+            "addr add {}/{LAN_V4_LEN} dev {lan_iface}",
+            addrs.router_v4
+        ))?;
+        router.ip(&format!(
+            "-6 addr add {}/{LAN_V6_LEN} dev {lan_iface} nodad",
+            addrs.router_v6
+        ))?;
+        router.ip(&format!("link set {lan_iface} up"))?;
+        host.ip(&format!(
+            "addr add {}/{LAN_V4_LEN} dev {host_iface}",
+            addrs.host_v4
+        ))?;
+        host.ip(&format!(
+            "-6 addr add {}/{LAN_V6_LEN} dev {host_iface} nodad",
+            addrs.host_v6
+        ))?;
+        host.ip(&format!("link set {host_iface} up"))?;
+        host.ip(&format!("route add default via {}", addrs.router_v4))?;
+        host.ip(&format!("-6 route add default via {}", addrs.router_v6))?;
+
+        let peer_name = id.peer_name();
+        let tun = names.device('t', index);
+        let config = dir.join(format!("{peer_name}.toml"));
+        let socket = dir.join(format!("{peer_name}.sock"));
+        let log = dir.join(format!("{peer_name}.log"));
+        fs::write(&config, spec.render_config(id, &socket, &tun))
+            .with_context(|| format!("writing {}", config.display()))?;
+        let encap = match id {
+            SiteId::Hub => Encap::Gre,
+            SiteId::Spoke(k) => spec.spokes[k - 1].encap,
+        };
+        Ok(Self {
+            daemon: None,
+            id,
+            addrs,
+            router,
+            host,
+            tun,
+            underlay_iface,
+            lan_iface,
+            host_iface,
+            encap,
+            config,
+            socket,
+            log,
+        })
+    }
+}
+
+/// A TOML basic string.
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A one-line TOML array of strings.
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|item| quote(item)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// The most spokes the contract's LAN plan has room for.
+pub const MAX_SPOKES: usize = 3;
+/// Prefix length of every IPv4 LAN.
+pub const LAN_V4_LEN: u8 = 26;
+/// Prefix length of every IPv6 LAN.
+pub const LAN_V6_LEN: u8 = 64;
+/// A spoke's `routes`: everything of the test ranges goes into the tunnel (its own LAN
+/// stays local through the more specific connected routes).
+pub const SPOKE_ROUTES: [&str; 2] = ["203.0.113.0/24", "2001:db8::/32"];
+/// Bytes of each daemon log quoted in failure output.
+const LOG_TAIL: usize = 16 * 1024;
