@@ -55,7 +55,11 @@ impl<'a> Headers<'a> {
     /// Traffic class byte: DSCP in the upper six bits, ECN in the lower two.
     pub fn traffic_class(&self) -> u8 {
         let b = self.bytes;
-        if self.version() == 4 { b[1] } else { (b[0] << 4) | (b[1] >> 4) }
+        if self.version() == 4 {
+            b[1]
+        } else {
+            (b[0] << 4) | (b[1] >> 4)
+        }
     }
 
     /// DSCP (0–63).
@@ -70,7 +74,11 @@ impl<'a> Headers<'a> {
 
     /// Upper-layer protocol (IPv6: the first next-header; extension headers are not walked).
     pub fn protocol(&self) -> u8 {
-        if self.version() == 4 { self.bytes[9] } else { self.bytes[6] }
+        if self.version() == 4 {
+            self.bytes[9]
+        } else {
+            self.bytes[6]
+        }
     }
 
     /// Packet length from the IP header.
@@ -100,7 +108,10 @@ impl<'a> Headers<'a> {
             return None;
         }
         let p = self.bytes.get(self.l4()?..)?.get(..4)?;
-        Some((u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])))
+        Some((
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        ))
     }
 }
 
@@ -124,7 +135,11 @@ mod tests {
         assert_eq!(h.dst(), IpAddr::V4(Ipv4Addr::new(203, 0, 113, 66)));
         assert_eq!(h.ports(), Some((5060, 5061)));
         assert_eq!(h.total_len(), 28);
-        assert_eq!(Headers::new(&p[..22]).unwrap().ports(), None, "ports cut off");
+        assert_eq!(
+            Headers::new(&p[..22]).unwrap().ports(),
+            None,
+            "ports cut off"
+        );
     }
 
     #[test]

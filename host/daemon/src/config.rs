@@ -85,11 +85,16 @@ impl Config {
             key: key.map(str::to_owned),
             message,
         };
-        let de = toml::Deserializer::parse(src).map_err(|e| err(e.span(), None, e.message().to_owned()))?;
+        let de = toml::Deserializer::parse(src)
+            .map_err(|e| err(e.span(), None, e.message().to_owned()))?;
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            err(inner.span(), (path != ".").then_some(&path), inner.message().to_owned())
+            err(
+                inner.span(),
+                (path != ".").then_some(&path),
+                inner.message().to_owned(),
+            )
         })?;
         validate(raw, &|span, key, msg| err(Some(span), Some(key), msg))
     }
@@ -99,17 +104,29 @@ type ErrAt<'a> = dyn Fn(Range<usize>, &str, String) -> ConfigError + 'a;
 
 fn validate(raw: RawConfig, err: &ErrAt<'_>) -> Result<Config, ConfigError> {
     if *raw.version.get_ref() != 1 {
-        return Err(err(raw.version.span(), "version", format!("unsupported version {}, expected 1", raw.version.get_ref())));
+        return Err(err(
+            raw.version.span(),
+            "version",
+            format!("unsupported version {}, expected 1", raw.version.get_ref()),
+        ));
     }
     let t = raw.tunnel;
     let name = t.name.get_ref();
     if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
-        return Err(err(t.name.span(), "tunnel.name", "interface name must be 1-15 characters without '/' or spaces".into()));
+        return Err(err(
+            t.name.span(),
+            "tunnel.name",
+            "interface name must be 1-15 characters without '/' or spaces".into(),
+        ));
     }
     if let Some(m) = &raw.daemon.metrics
         && !m.get_ref().ip().is_loopback()
     {
-        return Err(err(m.span(), "daemon.metrics", "metrics must listen on a loopback address".into()));
+        return Err(err(
+            m.span(),
+            "daemon.metrics",
+            "metrics must listen on a loopback address".into(),
+        ));
     }
 
     let mut ipv4 = None;
@@ -120,7 +137,11 @@ fn validate(raw: RawConfig, err: &ErrAt<'_>) -> Result<Config, ConfigError> {
         match (a.get_ref().0.addr(), a.get_ref().1) {
             (IpAddr::V4(v4), len) => {
                 if ipv4.is_some() {
-                    return Err(err(a.span(), &key, "only one IPv4 tunnel address is supported".into()));
+                    return Err(err(
+                        a.span(),
+                        &key,
+                        "only one IPv4 tunnel address is supported".into(),
+                    ));
                 }
                 ipv4 = Some((v4, len));
                 local_v4 = Some(v4);
@@ -139,17 +160,35 @@ fn validate(raw: RawConfig, err: &ErrAt<'_>) -> Result<Config, ConfigError> {
     for (i, p) in raw.peer.iter().enumerate() {
         let pname = p.name.get_ref();
         if pname.is_empty() {
-            return Err(err(p.name.span(), &format!("peer[{i}].name"), "peer name must not be empty".into()));
+            return Err(err(
+                p.name.span(),
+                &format!("peer[{i}].name"),
+                "peer name must not be empty".into(),
+            ));
         }
         if peers.iter().any(|q| &q.name == pname) {
-            return Err(err(p.name.span(), &format!("peer[{i}].name"), format!("duplicate peer name `{pname}`")));
+            return Err(err(
+                p.name.span(),
+                &format!("peer[{i}].name"),
+                format!("duplicate peer name `{pname}`"),
+            ));
         }
         let pnbma = *p.nbma.get_ref();
         if pnbma.is_ipv4() != nbma.is_ipv4() {
-            return Err(err(p.nbma.span(), &format!("peer[{i}].nbma"), format!("peer underlay address {pnbma} is not of the same family as tunnel.nbma {nbma}")));
+            return Err(err(
+                p.nbma.span(),
+                &format!("peer[{i}].nbma"),
+                format!(
+                    "peer underlay address {pnbma} is not of the same family as tunnel.nbma {nbma}"
+                ),
+            ));
         }
         if pnbma == nbma || peers.iter().any(|q| q.nbma == pnbma) {
-            return Err(err(p.nbma.span(), &format!("peer[{i}].nbma"), format!("underlay address {pnbma} is already used")));
+            return Err(err(
+                p.nbma.span(),
+                &format!("peer[{i}].nbma"),
+                format!("underlay address {pnbma} is already used"),
+            ));
         }
         for prefix in &p.map {
             map.push((prefix.0, i as PeerId));
@@ -167,26 +206,54 @@ fn validate(raw: RawConfig, err: &ErrAt<'_>) -> Result<Config, ConfigError> {
 
     let nhs = match (&t.nhs, t.role) {
         (None, _) => None,
-        (Some(n), Role::Hub) => return Err(err(n.span(), "tunnel.nhs", "a hub has no NHS; remove `nhs` or set role = \"spoke\"".into())),
+        (Some(n), Role::Hub) => {
+            return Err(err(
+                n.span(),
+                "tunnel.nhs",
+                "a hub has no NHS; remove `nhs` or set role = \"spoke\"".into(),
+            ));
+        }
         (Some(n), Role::Spoke) => match peers.iter().position(|p| &p.name == n.get_ref()) {
             Some(i) => Some(i as PeerId),
-            None => return Err(err(n.span(), "tunnel.nhs", format!("no [[peer]] named `{}`", n.get_ref()))),
+            None => {
+                return Err(err(
+                    n.span(),
+                    "tunnel.nhs",
+                    format!("no [[peer]] named `{}`", n.get_ref()),
+                ));
+            }
         },
     };
 
     let underlay_mtu = t.underlay_mtu;
-    let derived = peers.iter().map(|p| p.inner_mtu(underlay_mtu)).min().unwrap_or(underlay_mtu.saturating_sub(40));
+    let derived = peers
+        .iter()
+        .map(|p| p.inner_mtu(underlay_mtu))
+        .min()
+        .unwrap_or(underlay_mtu.saturating_sub(40));
     let tun_mtu = match &t.mtu {
         Some(m) => *m.get_ref(),
         None => derived,
     };
     if tun_mtu < 576 {
         let span = t.mtu.as_ref().map_or(0..0, |m| m.span());
-        return Err(err(span, "tunnel.mtu", format!("tunnel MTU {tun_mtu} is below 576 (underlay-mtu {underlay_mtu} minus overhead)")));
+        return Err(err(
+            span,
+            "tunnel.mtu",
+            format!(
+                "tunnel MTU {tun_mtu} is below 576 (underlay-mtu {underlay_mtu} minus overhead)"
+            ),
+        ));
     }
     if !ipv6.is_empty() && tun_mtu < 1280 {
         let span = t.mtu.as_ref().map_or(0..0, |m| m.span());
-        return Err(err(span, "tunnel.mtu", format!("tunnel MTU {tun_mtu} is below 1280, the IPv6 minimum, but IPv6 addresses are configured")));
+        return Err(err(
+            span,
+            "tunnel.mtu",
+            format!(
+                "tunnel MTU {tun_mtu} is below 1280, the IPv6 minimum, but IPv6 addresses are configured"
+            ),
+        ));
     }
     let mss_clamp = match t.mss_clamp {
         MssClamp::Enabled(false) => None,
@@ -201,7 +268,12 @@ fn validate(raw: RawConfig, err: &ErrAt<'_>) -> Result<Config, ConfigError> {
         socket: raw.daemon.socket,
         metrics: raw.daemon.metrics.map(|m| *m.get_ref()),
         log: raw.daemon.log,
-        tun: mgre_io::TunConfig { name: name.clone(), mtu: tun_mtu, ipv4, ipv6 },
+        tun: mgre_io::TunConfig {
+            name: name.clone(),
+            mtu: tun_mtu,
+            ipv4,
+            ipv6,
+        },
         nbma,
         udp_port: t.udp_port,
         udp_needed,
@@ -223,7 +295,10 @@ fn validate(raw: RawConfig, err: &ErrAt<'_>) -> Result<Config, ConfigError> {
 fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let before = &src[..offset.min(src.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     (line, col)
 }
 
@@ -307,7 +382,9 @@ struct PrefixStr(Prefix);
 impl TryFrom<String> for PrefixStr {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        s.parse::<Prefix>().map(PrefixStr).map_err(|e| format!("invalid prefix `{s}`: {e}"))
+        s.parse::<Prefix>()
+            .map(PrefixStr)
+            .map_err(|e| format!("invalid prefix `{s}`: {e}"))
     }
 }
 
@@ -319,10 +396,17 @@ struct AddrWithLen(Prefix, u8);
 impl TryFrom<String> for AddrWithLen {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let (a, l) = s.split_once('/').ok_or_else(|| format!("`{s}` needs a prefix length, e.g. 198.51.100.1/24"))?;
-        let addr: IpAddr = a.parse().map_err(|e| format!("invalid address `{a}`: {e}"))?;
-        let len: u8 = l.parse().map_err(|e| format!("invalid prefix length `{l}`: {e}"))?;
-        let host = Prefix::new(addr, if addr.is_ipv4() { 32 } else { 128 }).map_err(|e| e.to_string())?;
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` needs a prefix length, e.g. 198.51.100.1/24"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|e| format!("invalid address `{a}`: {e}"))?;
+        let len: u8 = l
+            .parse()
+            .map_err(|e| format!("invalid prefix length `{l}`: {e}"))?;
+        let host =
+            Prefix::new(addr, if addr.is_ipv4() { 32 } else { 128 }).map_err(|e| e.to_string())?;
         Prefix::new(addr, len).map_err(|e| format!("`{s}`: {e}"))?;
         Ok(AddrWithLen(host, len))
     }
@@ -346,7 +430,9 @@ mod role {
         match String::deserialize(d)?.as_str() {
             "hub" => Ok(Role::Hub),
             "spoke" => Ok(Role::Spoke),
-            other => Err(serde::de::Error::custom(format!("unknown role `{other}`, expected \"hub\" or \"spoke\""))),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown role `{other}`, expected \"hub\" or \"spoke\""
+            ))),
         }
     }
 }
@@ -359,7 +445,9 @@ mod encap {
         match String::deserialize(d)?.as_str() {
             "gre" => Ok(Encap::Gre),
             "gre-udp" => Ok(Encap::GreUdp),
-            other => Err(serde::de::Error::custom(format!("unknown encap `{other}`, expected \"gre\" or \"gre-udp\""))),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown encap `{other}`, expected \"gre\" or \"gre-udp\""
+            ))),
         }
     }
 }

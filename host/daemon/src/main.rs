@@ -18,7 +18,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mgre", version, about = "Multipoint GRE hub/spoke dataplane with programmable policy")]
+#[command(
+    name = "mgre",
+    version,
+    about = "Multipoint GRE hub/spoke dataplane with programmable policy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,7 +85,13 @@ fn main() -> ExitCode {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => match config::Config::load(&config) {
             Ok(c) => {
-                println!("{}: ok ({} peers, {} routes, tunnel MTU {})", config.display(), c.dataplane.peers.len(), c.routes.len(), c.tun.mtu);
+                println!(
+                    "{}: ok ({} peers, {} routes, tunnel MTU {})",
+                    config.display(),
+                    c.dataplane.peers.len(),
+                    c.routes.len(),
+                    c.tun.mtu
+                );
                 Ok(())
             }
             Err(e) => {

@@ -22,7 +22,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     registry.register_collector(Box::new(TunnelCollector(shared)));
     let registry = Arc::new(registry);
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
         let registry = registry.clone();
         tokio::spawn(async move {
             let mut req = [0u8; 2048];
@@ -38,11 +40,15 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                     }
                 }
             };
-            if tokio::time::timeout(Duration::from_secs(5), read).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .is_err()
+            {
                 return;
             }
             let head = String::from_utf8_lossy(&req[..got]);
-            let response = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
+            let response = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?")
+            {
                 let mut body = String::new();
                 match prometheus_client::encoding::text::encode(&mut body, &registry) {
                     Ok(()) => format!(
@@ -52,7 +58,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                     Err(_) => "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
                 }
             } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_owned()
             };
             let _ = stream.write_all(response.as_bytes()).await;
         });
@@ -71,7 +78,13 @@ impl Collector for TunnelCollector {
             ("bytes", "Bytes by path and direction", false),
         ] {
             let mut fam = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (path, c) in [("underlay_rx", s.rx), ("underlay_tx", s.tx), ("tun_rx", s.tun_rx), ("tun_tx", s.tun_tx), ("hairpin", s.hairpin)] {
+            for (path, c) in [
+                ("underlay_rx", s.rx),
+                ("underlay_tx", s.tx),
+                ("tun_rx", s.tun_rx),
+                ("tun_tx", s.tun_tx),
+                ("hairpin", s.hairpin),
+            ] {
                 let v = if unit_packets { c.packets } else { c.bytes };
                 let labels = [("tunnel", tun), ("path", path)];
                 ConstCounter::new(v).encode(fam.encode_family(&labels)?)?;
@@ -79,27 +92,50 @@ impl Collector for TunnelCollector {
         }
         let peers = self.0.peers();
         let per_peer: [(&str, &str, fn(&PeerRow) -> u64); 4] = [
-            ("peer_rx_packets", "Packets received from a peer", |p| p.rx_packets),
-            ("peer_rx_bytes", "Bytes received from a peer", |p| p.rx_bytes),
-            ("peer_tx_packets", "Packets sent to a peer", |p| p.tx_packets),
+            ("peer_rx_packets", "Packets received from a peer", |p| {
+                p.rx_packets
+            }),
+            ("peer_rx_bytes", "Bytes received from a peer", |p| {
+                p.rx_bytes
+            }),
+            ("peer_tx_packets", "Packets sent to a peer", |p| {
+                p.tx_packets
+            }),
             ("peer_tx_bytes", "Bytes sent to a peer", |p| p.tx_bytes),
         ];
         for (name, help, value) in per_peer {
             let mut fam = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
             for p in &peers {
-                let labels = [("tunnel", tun), ("peer", p.name.as_str()), ("nbma", p.nbma.as_str())];
+                let labels = [
+                    ("tunnel", tun),
+                    ("peer", p.name.as_str()),
+                    ("nbma", p.nbma.as_str()),
+                ];
                 ConstCounter::new(value(p)).encode(fam.encode_family(&labels)?)?;
             }
         }
-        let mut fam = enc.encode_descriptor("drops", "Dropped packets by reason", None, MetricType::Counter)?;
+        let mut fam = enc.encode_descriptor(
+            "drops",
+            "Dropped packets by reason",
+            None,
+            MetricType::Counter,
+        )?;
         for r in DropReason::ALL {
             let labels = [("tunnel", tun), ("reason", r.as_str())];
             ConstCounter::new(self.0.drops(r)).encode(fam.encode_family(&labels)?)?;
         }
         for (name, help, v) in [
             ("nhrp_packets", "NHRP packets received", s.nhrp),
-            ("mss_clamped", "TCP SYNs whose MSS was clamped", s.mss_clamped),
-            ("icmp_too_big", "ICMP too-big errors generated", s.icmp_too_big),
+            (
+                "mss_clamped",
+                "TCP SYNs whose MSS was clamped",
+                s.mss_clamped,
+            ),
+            (
+                "icmp_too_big",
+                "ICMP too-big errors generated",
+                s.icmp_too_big,
+            ),
         ] {
             let mut fam = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(v).encode(fam.encode_family(&[("tunnel", tun)])?)?;

@@ -10,14 +10,24 @@ use mgre_proto::Prefix;
 
 /// Installs (or replaces) a route for every prefix via interface `dev`.
 pub fn install(dev: &str, prefixes: &[Prefix]) -> anyhow::Result<()> {
-    run_batch(prefixes.iter().map(|p| format!("route replace {p} dev {dev}\n")), false)
-        .with_context(|| format!("installing {} routes via {dev}", prefixes.len()))
+    run_batch(
+        prefixes
+            .iter()
+            .map(|p| format!("route replace {p} dev {dev}\n")),
+        false,
+    )
+    .with_context(|| format!("installing {} routes via {dev}", prefixes.len()))
 }
 
 /// Removes the routes [`install`] added; routes already gone are not an error.
 pub fn remove(dev: &str, prefixes: &[Prefix]) -> anyhow::Result<()> {
-    run_batch(prefixes.iter().map(|p| format!("route del {p} dev {dev}\n")), true)
-        .with_context(|| format!("removing routes via {dev}"))
+    run_batch(
+        prefixes
+            .iter()
+            .map(|p| format!("route del {p} dev {dev}\n")),
+        true,
+    )
+    .with_context(|| format!("removing routes via {dev}"))
 }
 
 fn run_batch(lines: impl Iterator<Item = String>, ignore_errors: bool) -> anyhow::Result<()> {
@@ -36,10 +46,17 @@ fn run_batch(lines: impl Iterator<Item = String>, ignore_errors: bool) -> anyhow
         .stderr(Stdio::piped())
         .spawn()
         .context("running `ip` (iproute2)")?;
-    child.stdin.take().context("ip stdin")?.write_all(script.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("ip stdin")?
+        .write_all(script.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() && !ignore_errors {
-        bail!("ip -batch failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip -batch failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

@@ -23,7 +23,8 @@ const UDP_SOURCE_PORTS: usize = 8;
 /// Runs the daemon described by `path` until a termination signal.
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.log.as_deref().unwrap_or("info")));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(cfg.log.as_deref().unwrap_or("info")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -32,10 +33,15 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         .init();
 
     let listener = crate::control::bind(&cfg.socket)?;
-    let tun = Arc::new(Tun::create(&cfg.tun).with_context(|| format!("creating TUN {}", cfg.tun.name))?);
-    let gre = GreSocket::bind(cfg.nbma, SOCKET_BUFFER).with_context(|| format!("opening raw GRE socket on {}", cfg.nbma))?;
+    let tun =
+        Arc::new(Tun::create(&cfg.tun).with_context(|| format!("creating TUN {}", cfg.tun.name))?);
+    let gre = GreSocket::bind(cfg.nbma, SOCKET_BUFFER)
+        .with_context(|| format!("opening raw GRE socket on {}", cfg.nbma))?;
     let udp = if cfg.udp_needed {
-        Some(UdpSockets::bind(cfg.nbma, cfg.udp_port, UDP_SOURCE_PORTS, SOCKET_BUFFER).with_context(|| format!("binding GRE-in-UDP on {}:{}", cfg.nbma, cfg.udp_port))?)
+        Some(
+            UdpSockets::bind(cfg.nbma, cfg.udp_port, UDP_SOURCE_PORTS, SOCKET_BUFFER)
+                .with_context(|| format!("binding GRE-in-UDP on {}:{}", cfg.nbma, cfg.udp_port))?,
+        )
     } else {
         None
     };
@@ -43,10 +49,24 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 
     let dp = Arc::new(Dataplane::new(cfg.dataplane.clone()));
     let stats = Arc::new(WorkerStats::new(dp.peers().len()));
-    let shared = Arc::new(Shared { dataplane: dp.clone(), workers: vec![stats.clone()], tun_name: tun.name().to_owned() });
+    let shared = Arc::new(Shared {
+        dataplane: dp.clone(),
+        workers: vec![stats.clone()],
+        tun_name: tun.name().to_owned(),
+    });
     let stop = Arc::new(AtomicBool::new(false));
-    let worker = Worker { dp: dp.clone(), stats, tun: tun.clone(), gre, udp, udp_port: cfg.udp_port, stop: stop.clone() };
-    let handle = std::thread::Builder::new().name("mgre-worker-0".into()).spawn(move || worker.run())?;
+    let worker = Worker {
+        dp: dp.clone(),
+        stats,
+        tun: tun.clone(),
+        gre,
+        udp,
+        udp_port: cfg.udp_port,
+        stop: stop.clone(),
+    };
+    let handle = std::thread::Builder::new()
+        .name("mgre-worker-0".into())
+        .spawn(move || worker.run())?;
 
     tracing::info!(
         tunnel = tun.name(), role = ?cfg.dataplane.role, nbma = %cfg.nbma, mtu = cfg.tun.mtu,
@@ -65,14 +85,22 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     served
 }
 
-fn serve_until_signal(cfg: &Config, listener: std::os::unix::net::UnixListener, shared: Arc<Shared>) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+fn serve_until_signal(
+    cfg: &Config,
+    listener: std::os::unix::net::UnixListener,
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         listener.set_nonblocking(true)?;
         let control = tokio::net::UnixListener::from_std(listener)?;
         tokio::spawn(crate::control::serve(control, shared.clone()));
         if let Some(addr) = cfg.metrics {
-            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics on {addr}"))?;
             tracing::info!(%addr, "metrics listening");
             tokio::spawn(crate::metrics::serve(l, shared));
         }

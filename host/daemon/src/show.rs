@@ -31,15 +31,27 @@ fn socket_path(opts: &ShowOpts) -> anyhow::Result<PathBuf> {
     if let Some(s) = &opts.locate.socket {
         return Ok(s.clone());
     }
-    let file = opts.locate.config.as_ref().context("--config or --socket is required")?;
+    let file = opts
+        .locate
+        .config
+        .as_ref()
+        .context("--config or --socket is required")?;
     Ok(Config::load(file)?.socket)
 }
 
 fn print_peers(v: &Value) {
-    println!("{:<16} {:<26} {:<8} {:>10} {:>6} {:>12} {:>14} {:>12} {:>14}  MAP", "PEER", "NBMA", "ENCAP", "KEY", "MTU", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES");
+    println!(
+        "{:<16} {:<26} {:<8} {:>10} {:>6} {:>12} {:>14} {:>12} {:>14}  MAP",
+        "PEER", "NBMA", "ENCAP", "KEY", "MTU", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES"
+    );
     for p in v.as_array().into_iter().flatten() {
         let key = p["key"].as_u64().map_or("-".to_owned(), |k| k.to_string());
-        let map: Vec<&str> = p["map"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let map: Vec<&str> = p["map"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         println!(
             "{:<16} {:<26} {:<8} {:>10} {:>6} {:>12} {:>14} {:>12} {:>14}  {}",
             p["name"].as_str().unwrap_or("?"),
@@ -58,11 +70,25 @@ fn print_peers(v: &Value) {
 
 fn print_stats(v: &Value) {
     println!("{:<12} {:>14} {:>16}", "PATH", "PACKETS", "BYTES");
-    for (key, label) in [("rx", "underlay rx"), ("tx", "underlay tx"), ("tun_rx", "tun rx"), ("tun_tx", "tun tx"), ("hairpin", "hairpin")] {
-        println!("{:<12} {:>14} {:>16}", label, num(&v[key]["packets"]), num(&v[key]["bytes"]));
+    for (key, label) in [
+        ("rx", "underlay rx"),
+        ("tx", "underlay tx"),
+        ("tun_rx", "tun rx"),
+        ("tun_tx", "tun tx"),
+        ("hairpin", "hairpin"),
+    ] {
+        println!(
+            "{:<12} {:>14} {:>16}",
+            label,
+            num(&v[key]["packets"]),
+            num(&v[key]["bytes"])
+        );
     }
     println!();
-    println!("nhrp packets {}   mss clamped {}   icmp too-big sent {}", v["nhrp"], v["mss_clamped"], v["icmp_too_big"]);
+    println!(
+        "nhrp packets {}   mss clamped {}   icmp too-big sent {}",
+        v["nhrp"], v["mss_clamped"], v["icmp_too_big"]
+    );
     println!();
     println!("{:<22} {:>12}", "DROP REASON", "PACKETS");
     if let Some(drops) = v["drops"].as_object() {

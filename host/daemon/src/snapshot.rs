@@ -79,7 +79,10 @@ impl Shared {
     fn sum(&self, pick: impl Fn(&WorkerStats) -> &Traffic) -> Count {
         self.workers.iter().fold(Count::default(), |c, w| {
             let t = pick(w);
-            Count { packets: c.packets + t.packets.get(), bytes: c.bytes + t.bytes.get() }
+            Count {
+                packets: c.packets + t.packets.get(),
+                bytes: c.bytes + t.bytes.get(),
+            }
         })
     }
 
@@ -99,7 +102,10 @@ impl Shared {
             nhrp: self.workers.iter().map(|w| w.nhrp.get()).sum(),
             mss_clamped: self.workers.iter().map(|w| w.mss_clamped.get()).sum(),
             icmp_too_big: self.workers.iter().map(|w| w.icmp_too_big.get()).sum(),
-            drops: DropReason::ALL.iter().map(|r| (r.as_str().to_owned(), self.drops(*r).into())).collect(),
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_owned(), self.drops(*r).into()))
+                .collect(),
         }
     }
 
@@ -118,7 +124,13 @@ impl Shared {
                     nbma: p.nbma.to_string(),
                     encap: p.encap.as_str(),
                     key: p.key,
-                    map: dp.config().map.iter().filter(|(_, peer)| *peer == id).map(|(pr, _)| pr.to_string()).collect(),
+                    map: dp
+                        .config()
+                        .map
+                        .iter()
+                        .filter(|(_, peer)| *peer == id)
+                        .map(|(pr, _)| pr.to_string())
+                        .collect(),
                     mtu: dp.peer_mtu(id),
                     rx_packets: rx.packets,
                     rx_bytes: rx.bytes,
@@ -130,9 +142,15 @@ impl Shared {
     }
 
     fn sum_peer(&self, id: u32, rx: bool) -> Count {
-        self.workers.iter().filter_map(|w| w.peer(id)).fold(Count::default(), |c, p| {
-            let t = if rx { &p.rx } else { &p.tx };
-            Count { packets: c.packets + t.packets.get(), bytes: c.bytes + t.bytes.get() }
-        })
+        self.workers
+            .iter()
+            .filter_map(|w| w.peer(id))
+            .fold(Count::default(), |c, p| {
+                let t = if rx { &p.rx } else { &p.tx };
+                Count {
+                    packets: c.packets + t.packets.get(),
+                    bytes: c.bytes + t.bytes.get(),
+                }
+            })
     }
 }

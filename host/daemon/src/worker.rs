@@ -44,7 +44,10 @@ struct Lane {
 
 impl Lane {
     fn new() -> Self {
-        Lane { batch: FrameBatch::new(BATCH, HEADROOM), verdicts: vec![Verdict::Drop(DropReason::TxError); BATCH] }
+        Lane {
+            batch: FrameBatch::new(BATCH, HEADROOM),
+            verdicts: vec![Verdict::Drop(DropReason::TxError); BATCH],
+        }
     }
 }
 
@@ -88,7 +91,9 @@ impl Worker {
             };
             for i in 0..n {
                 let len = lane.batch.len(i);
-                lane.verdicts[i] = self.dp.from_tun(ws, &self.stats, lane.batch.frame_mut(i), HEADROOM, len);
+                lane.verdicts[i] =
+                    self.dp
+                        .from_tun(ws, &self.stats, lane.batch.frame_mut(i), HEADROOM, len);
             }
             self.dispatch(lane, n, queue);
             if n < BATCH {
@@ -97,7 +102,14 @@ impl Worker {
         }
     }
 
-    fn drain_underlay(&self, ws: &mut WorkerState, lane: &mut Lane, queue: &mut SendQueue, fd: RawFd, ip_header: bool) {
+    fn drain_underlay(
+        &self,
+        ws: &mut WorkerState,
+        lane: &mut Lane,
+        queue: &mut SendQueue,
+        fd: RawFd,
+        ip_header: bool,
+    ) {
         for _ in 0..ROUNDS_PER_WAKEUP {
             let n = match lane.batch.recv_from(fd) {
                 Ok(n) => n,
@@ -111,7 +123,15 @@ impl Worker {
                 lane.verdicts[i] = match lane.batch.source(i) {
                     Some(src) => {
                         let src = mgre_io::batch::source_ip(src);
-                        self.dp.from_underlay(ws, &self.stats, lane.batch.frame_mut(i), HEADROOM, len, src, ip_header)
+                        self.dp.from_underlay(
+                            ws,
+                            &self.stats,
+                            lane.batch.frame_mut(i),
+                            HEADROOM,
+                            len,
+                            src,
+                            ip_header,
+                        )
                     }
                     None => {
                         self.stats.count_drop(DropReason::UnknownPeer);
@@ -135,10 +155,12 @@ impl Worker {
         let mut any_udp = false;
         for (i, v) in verdicts.iter().enumerate() {
             match *v {
-                Verdict::Tun { start, len } => match self.tun.send(&batch.frame(i)[start..start + len]) {
-                    Ok(()) => self.stats.tun_tx.count(len),
-                    Err(_) => self.stats.count_drop(DropReason::TxError),
-                },
+                Verdict::Tun { start, len } => {
+                    match self.tun.send(&batch.frame(i)[start..start + len]) {
+                        Ok(()) => self.stats.tun_tx.count(len),
+                        Err(_) => self.stats.count_drop(DropReason::TxError),
+                    }
+                }
                 Verdict::Control { .. } => {
                     // The NHRP control path is not implemented yet: count and drop.
                     self.stats.nhrp.add(1);
@@ -152,30 +174,55 @@ impl Worker {
             }
         }
         if any_gre {
-            self.send(queue, self.gre.as_raw_fd(), lane, n, |encap, _| encap == Encap::Gre, 0);
+            self.send(
+                queue,
+                self.gre.as_raw_fd(),
+                lane,
+                n,
+                |encap, _| encap == Encap::Gre,
+                0,
+            );
         }
         if any_udp && let Some(udp) = &self.udp {
             let slots = udp.pool_len();
             for slot in 0..slots {
-                let pick = |encap, flow: u32| encap == Encap::GreUdp && flow as usize % slots == slot;
+                let pick =
+                    |encap, flow: u32| encap == Encap::GreUdp && flow as usize % slots == slot;
                 self.send(queue, udp.send_fd(slot), lane, n, pick, self.udp_port);
             }
         }
     }
 
     /// Sends the underlay verdicts selected by `pick(encap, flow)` on `fd`.
-    fn send(&self, queue: &mut SendQueue, fd: RawFd, lane: &Lane, n: usize, pick: impl Fn(Encap, u32) -> bool, port: u16) {
+    fn send(
+        &self,
+        queue: &mut SendQueue,
+        fd: RawFd,
+        lane: &Lane,
+        n: usize,
+        pick: impl Fn(Encap, u32) -> bool,
+        port: u16,
+    ) {
         let peers = self.dp.peers();
         let selected = || {
-            lane.verdicts[..n].iter().enumerate().filter_map(|(i, v)| match *v {
-                Verdict::Underlay { peer, start, len, flow } if pick(peers[peer as usize].encap, flow) => {
-                    Some((i, peer, start, len))
-                }
-                _ => None,
-            })
+            lane.verdicts[..n]
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| match *v {
+                    Verdict::Underlay {
+                        peer,
+                        start,
+                        len,
+                        flow,
+                    } if pick(peers[peer as usize].encap, flow) => Some((i, peer, start, len)),
+                    _ => None,
+                })
         };
         let items = selected().map(|(i, peer, start, len)| {
-            (&lane.batch.frame(i)[start..start + len], SocketAddr::new(peers[peer as usize].nbma, port))
+            (
+                &lane.batch.frame(i)[start..start + len],
+                SocketAddr::new(peers[peer as usize].nbma, port),
+            )
         });
         let report = queue.send(fd, items);
         if report.offered == 0 {
@@ -198,5 +245,9 @@ impl Worker {
 }
 
 fn pollfd(fd: RawFd) -> libc::pollfd {
-    libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
 }

@@ -26,16 +26,23 @@ pub struct FrameBatch {
 
 impl std::fmt::Debug for FrameBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FrameBatch").field("capacity", &self.frames.len()).finish()
+        f.debug_struct("FrameBatch")
+            .field("capacity", &self.frames.len())
+            .finish()
     }
 }
 
 impl FrameBatch {
     /// Allocates `capacity` frames, data starting `headroom` bytes into each.
     pub fn new(capacity: usize, headroom: usize) -> Self {
-        assert!(headroom < FRAME_SIZE / 2, "headroom leaves no room for data");
+        assert!(
+            headroom < FRAME_SIZE / 2,
+            "headroom leaves no room for data"
+        );
         FrameBatch {
-            frames: (0..capacity).map(|_| vec![0u8; FRAME_SIZE].into_boxed_slice()).collect(),
+            frames: (0..capacity)
+                .map(|_| vec![0u8; FRAME_SIZE].into_boxed_slice())
+                .collect(),
             lens: vec![0; capacity],
             // SAFETY: sockaddr_storage, mmsghdr and iovec are plain C structs for which all-zero
             // bytes are a valid (empty) value.
@@ -102,10 +109,22 @@ impl FrameBatch {
         }
         // SAFETY: every header points at an iovec and sockaddr_storage owned by `self` that
         // live for the call; each iovec covers the writable tail of its own frame.
-        let r = unsafe { libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+        let r = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
         if r < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(0)
+            } else {
+                Err(e)
+            };
         }
         let got = r as usize;
         for i in 0..got {
@@ -125,7 +144,9 @@ pub struct SendQueue {
 
 impl std::fmt::Debug for SendQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendQueue").field("capacity", &self.hdrs.len()).finish()
+        f.debug_struct("SendQueue")
+            .field("capacity", &self.hdrs.len())
+            .finish()
     }
 }
 
@@ -156,10 +177,17 @@ impl SendQueue {
     /// Sends every `(bytes, destination)` yielded by `items` (at most `capacity`) on `fd`
     /// with as few `sendmmsg` calls as the kernel allows. A datagram the kernel rejects
     /// (e.g. no route) is skipped and counted as failed; the rest are still sent.
-    pub fn send<'a>(&mut self, fd: RawFd, items: impl Iterator<Item = (&'a [u8], SocketAddr)>) -> SendReport {
+    pub fn send<'a>(
+        &mut self,
+        fd: RawFd,
+        items: impl Iterator<Item = (&'a [u8], SocketAddr)>,
+    ) -> SendReport {
         let mut n = 0;
         for (data, dst) in items.take(self.hdrs.len()) {
-            self.iovs[n] = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+            self.iovs[n] = libc::iovec {
+                iov_base: data.as_ptr() as *mut _,
+                iov_len: data.len(),
+            };
             let len = std_to_sockaddr(dst, &mut self.addrs[n]);
             let h = &mut self.hdrs[n].msg_hdr;
             h.msg_name = (&raw mut self.addrs[n]).cast();
@@ -172,12 +200,23 @@ impl SendQueue {
             self.failed[n] = false;
             n += 1;
         }
-        let mut report = SendReport { sent: 0, offered: n, error: None };
+        let mut report = SendReport {
+            sent: 0,
+            offered: n,
+            error: None,
+        };
         let mut at = 0;
         while at < n {
             // SAFETY: headers [at, n) point at iovecs and addresses owned by `self`, and the
             // iovecs at byte slices borrowed for the whole of this call.
-            let r = unsafe { libc::sendmmsg(fd, self.hdrs[at..].as_mut_ptr(), (n - at) as libc::c_uint, 0) };
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[at..].as_mut_ptr(),
+                    (n - at) as libc::c_uint,
+                    0,
+                )
+            };
             if r > 0 {
                 report.sent += r as usize;
                 at += r as usize;
@@ -207,19 +246,25 @@ fn std_to_sockaddr(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr type.
-            let sin = unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
-            sin.sin_addr = libc::in_addr { s_addr: u32::from(*a.ip()).to_be() };
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            };
             size_of::<libc::sockaddr_in>() as libc::socklen_t
         }
         SocketAddr::V6(a) => {
             // SAFETY: as above.
-            let sin6 = unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 =
+                unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
             sin6.sin6_flowinfo = 0;
-            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
             sin6.sin6_scope_id = a.scope_id();
             size_of::<libc::sockaddr_in6>() as libc::socklen_t
         }
@@ -232,13 +277,22 @@ fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // SAFETY: the family says this storage holds a sockaddr_in.
             let sin = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.
-            let sin6 = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 =
+                unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), 0, sin6.sin6_scope_id)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                0,
+                sin6.sin6_scope_id,
+            )))
         }
         _ => None,
     }
@@ -282,7 +336,11 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(got, payloads);
-        assert_eq!(b.recv_from(rx.as_raw_fd()).unwrap(), 0, "nothing left, non-blocking");
+        assert_eq!(
+            b.recv_from(rx.as_raw_fd()).unwrap(),
+            0,
+            "nothing left, non-blocking"
+        );
     }
 
     #[test]

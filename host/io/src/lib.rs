@@ -9,6 +9,6 @@ pub mod batch;
 pub mod sockets;
 pub mod tun;
 
-pub use batch::{FrameBatch, SendQueue, FRAME_SIZE};
+pub use batch::{FRAME_SIZE, FrameBatch, SendQueue};
 pub use sockets::{GreSocket, UdpSockets};
 pub use tun::{Tun, TunConfig};

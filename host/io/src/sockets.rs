@@ -29,13 +29,20 @@ pub struct GreSocket {
 impl GreSocket {
     /// Opens and binds the raw socket on `local` (needs CAP_NET_RAW).
     pub fn bind(local: IpAddr, buffer_bytes: usize) -> io::Result<Self> {
-        let domain = if local.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+        let domain = if local.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
         let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(IPPROTO_GRE)))?;
         socket.bind(&SocketAddr::new(local, 0).into())?;
         socket.set_nonblocking(true)?;
         allow_fragmentation(&socket, local.is_ipv4())?;
         size_buffers(&socket, buffer_bytes);
-        Ok(GreSocket { socket, ipv4: local.is_ipv4() })
+        Ok(GreSocket {
+            socket,
+            ipv4: local.is_ipv4(),
+        })
     }
 
     /// Whether received datagrams start with the outer IPv4 header.
@@ -61,7 +68,12 @@ pub struct UdpSockets {
 impl UdpSockets {
     /// Binds the listening socket on `local:port` and `pool_size` (≥ 1) sending sockets on
     /// ephemeral ports of `local`.
-    pub fn bind(local: IpAddr, port: u16, pool_size: usize, buffer_bytes: usize) -> io::Result<Self> {
+    pub fn bind(
+        local: IpAddr,
+        port: u16,
+        pool_size: usize,
+        buffer_bytes: usize,
+    ) -> io::Result<Self> {
         let listen = udp_socket(SocketAddr::new(local, port), buffer_bytes)?;
         let pool = (0..pool_size.max(1))
             .map(|_| udp_socket(SocketAddr::new(local, 0), buffer_bytes))
@@ -90,12 +102,20 @@ impl UdpSockets {
 
     /// Local source ports of the pool, for diagnostics.
     pub fn source_ports(&self) -> Vec<u16> {
-        self.pool.iter().filter_map(|s| s.local_addr().ok()?.as_socket()).map(|a| a.port()).collect()
+        self.pool
+            .iter()
+            .filter_map(|s| s.local_addr().ok()?.as_socket())
+            .map(|a| a.port())
+            .collect()
     }
 }
 
 fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> io::Result<Socket> {
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -111,9 +131,17 @@ fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> io::Result<Socket> {
 /// already answered with a too-big error by the core, so what reaches the socket may be split.
 fn allow_fragmentation(s: &Socket, ipv4: bool) -> io::Result<()> {
     let (level, name, value) = if ipv4 {
-        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DONT)
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        )
     } else {
-        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DONT)
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DONT,
+        )
     };
     setsockopt_int(s.as_raw_fd(), level, name, value)
 }
@@ -134,9 +162,19 @@ fn size_buffers(s: &Socket, bytes: usize) {
 fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: passes a pointer to a live i32 and its exact size.
     let r = unsafe {
-        libc::setsockopt(fd, level, name, (&raw const value).cast(), std::mem::size_of::<i32>() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
     };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,11 @@ impl std::fmt::Debug for Tun {
 impl Tun {
     /// Creates the interface, assigns its addresses and MTU, and brings it up.
     pub fn create(cfg: &TunConfig) -> io::Result<Self> {
-        let mut b = DeviceBuilder::new().name(cfg.name.clone()).mtu(cfg.mtu).packet_information(false).enable(true);
+        let mut b = DeviceBuilder::new()
+            .name(cfg.name.clone())
+            .mtu(cfg.mtu)
+            .packet_information(false)
+            .enable(true);
         if let Some((addr, len)) = cfg.ipv4 {
             b = b.ipv4(addr, len, None);
         }

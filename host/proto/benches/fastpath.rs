@@ -11,20 +11,33 @@ use mgre_proto::{Dataplane, DataplaneConfig, Encap, Peer, Prefix, Role, WorkerSt
 
 fn peer(i: u32, key: Option<u32>) -> Peer {
     let nbma = std::net::Ipv4Addr::from(0xc000_0200u32 + 10 + i);
-    Peer { name: format!("p{i}"), nbma: nbma.into(), encap: Encap::Gre, key, checksum: false, sequence: false }
+    Peer {
+        name: format!("p{i}"),
+        nbma: nbma.into(),
+        encap: Encap::Gre,
+        key,
+        checksum: false,
+        sequence: false,
+    }
 }
 
 /// A hub (or spoke) with two peers owning 203.0.113.0/26 and .64/26, plus `extra` random /24
 /// and /32 table entries so lookups run against a table of realistic size and depth.
 fn dataplane(role: Role, extra: u32) -> Dataplane {
-    let mut map: Vec<(Prefix, u32)> = vec![("203.0.113.0/26".parse().unwrap(), 0), ("203.0.113.64/26".parse().unwrap(), 1)];
+    let mut map: Vec<(Prefix, u32)> = vec![
+        ("203.0.113.0/26".parse().unwrap(), 0),
+        ("203.0.113.64/26".parse().unwrap(), 1),
+    ];
     let mut x: u32 = 0x9e37_79b9;
     for _ in 0..extra {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
         let len = if x & 1 == 0 { 32 } else { 24 };
-        map.push((Prefix::new(std::net::Ipv4Addr::from(x).into(), len).unwrap(), 1));
+        map.push((
+            Prefix::new(std::net::Ipv4Addr::from(x).into(), len).unwrap(),
+            1,
+        ));
     }
     Dataplane::new(DataplaneConfig {
         role,
@@ -72,17 +85,34 @@ fn bench(c: &mut Criterion) {
             let (mut ws, st) = (WorkerState::new(&spoke), WorkerStats::new(2));
             let mut f = framed(&pkt);
             g.bench_function("encap (tun→gre)", |b| {
-                b.iter(|| black_box(spoke.from_tun(&mut ws, &st, black_box(&mut f), HEADROOM, size)))
+                b.iter(|| {
+                    black_box(spoke.from_tun(&mut ws, &st, black_box(&mut f), HEADROOM, size))
+                })
             });
 
-            let repr = GreRepr { protocol: PROTO_IPV4, checksum: false, key: Some(42), sequence: None };
+            let repr = GreRepr {
+                protocol: PROTO_IPV4,
+                checksum: false,
+                key: Some(42),
+                sequence: None,
+            };
             let mut gre = vec![0u8; 8 + size];
             gre[8..].copy_from_slice(&pkt);
             repr.emit(&mut gre);
             let mut f = framed(&gre);
             let from = "192.0.2.11".parse().unwrap();
             g.bench_function("decap (gre→tun)", |b| {
-                b.iter(|| black_box(spoke.from_underlay(&mut ws, &st, black_box(&mut f), HEADROOM, gre.len(), from, false)))
+                b.iter(|| {
+                    black_box(spoke.from_underlay(
+                        &mut ws,
+                        &st,
+                        black_box(&mut f),
+                        HEADROOM,
+                        gre.len(),
+                        from,
+                        false,
+                    ))
+                })
             });
 
             let (mut hws, hst) = (WorkerState::new(&hub), WorkerStats::new(2));
@@ -91,7 +121,17 @@ fn bench(c: &mut Criterion) {
                 // The hairpin decrements the TTL in place, so every iteration gets a fresh frame.
                 b.iter_batched_ref(
                     || template.clone(),
-                    |f| black_box(hub.from_underlay(&mut hws, &hst, f, HEADROOM, gre.len(), from, false)),
+                    |f| {
+                        black_box(hub.from_underlay(
+                            &mut hws,
+                            &hst,
+                            f,
+                            HEADROOM,
+                            gre.len(),
+                            from,
+                            false,
+                        ))
+                    },
                     BatchSize::SmallInput,
                 )
             });

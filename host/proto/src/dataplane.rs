@@ -103,7 +103,10 @@ impl WorkerState {
     /// State for a worker of `dp`.
     pub fn new(dp: &Dataplane) -> Self {
         let n = dp.peers().len();
-        WorkerState { tx_seq: vec![0; n].into(), rx_seq: vec![None; n].into() }
+        WorkerState {
+            tx_seq: vec![0; n].into(),
+            rx_seq: vec![None; n].into(),
+        }
     }
 }
 
@@ -123,9 +126,23 @@ impl Dataplane {
         for (prefix, peer) in &cfg.map {
             endpoints.insert(*prefix, *peer);
         }
-        let by_nbma = cfg.peers.iter().enumerate().map(|(i, p)| (p.nbma, i as PeerId)).collect();
-        let peer_mtu = cfg.peers.iter().map(|p| p.inner_mtu(cfg.underlay_mtu)).collect();
-        Dataplane { cfg, endpoints, by_nbma, peer_mtu }
+        let by_nbma = cfg
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.nbma, i as PeerId))
+            .collect();
+        let peer_mtu = cfg
+            .peers
+            .iter()
+            .map(|p| p.inner_mtu(cfg.underlay_mtu))
+            .collect();
+        Dataplane {
+            cfg,
+            endpoints,
+            by_nbma,
+            peer_mtu,
+        }
     }
 
     /// The configuration this dataplane was built from.
@@ -162,7 +179,14 @@ impl Dataplane {
     ///
     /// Work bound: one IP header parse, one LPM lookup, one GRE header emit (plus one
     /// checksum pass when the peer uses GRE checksums).
-    pub fn from_tun(&self, ws: &mut WorkerState, stats: &WorkerStats, frame: &mut [u8], start: usize, len: usize) -> Verdict {
+    pub fn from_tun(
+        &self,
+        ws: &mut WorkerState,
+        stats: &WorkerStats,
+        frame: &mut [u8],
+        start: usize,
+        len: usize,
+    ) -> Verdict {
         stats.tun_rx.count(len);
         let Some(pkt) = frame.get_mut(start..start + len) else {
             return drop(stats, DropReason::InnerMalformed);
@@ -251,7 +275,13 @@ impl Dataplane {
         let version = match repr.protocol {
             gre::PROTO_IPV4 => 4,
             gre::PROTO_IPV6 => 6,
-            gre::PROTO_NHRP => return Verdict::Control { peer, start: inner_start, len: inner_len },
+            gre::PROTO_NHRP => {
+                return Verdict::Control {
+                    peer,
+                    start: inner_start,
+                    len: inner_len,
+                };
+            }
             _ => return drop(stats, DropReason::UnsupportedProtocol),
         };
         let inner = &mut frame[inner_start..inner_start + inner_len];
@@ -266,8 +296,15 @@ impl Dataplane {
         {
             return self.hairpin(ws, stats, frame, inner_start, inner_len, &meta, peer, dest);
         }
-        self.clamp(stats, &mut frame[inner_start..inner_start + inner_len], &meta);
-        Verdict::Tun { start: inner_start, len: inner_len }
+        self.clamp(
+            stats,
+            &mut frame[inner_start..inner_start + inner_len],
+            &meta,
+        );
+        Verdict::Tun {
+            start: inner_start,
+            len: inner_len,
+        }
     }
 
     /// Hub: forwards a decapsulated packet from spoke `from` straight to spoke `to`.
@@ -311,32 +348,66 @@ impl Dataplane {
     }
 
     /// Writes the GRE header for `peer` in front of the inner packet.
-    fn encap(&self, ws: &mut WorkerState, peer: PeerId, frame: &mut [u8], start: usize, len: usize, flow: u32) -> Verdict {
+    fn encap(
+        &self,
+        ws: &mut WorkerState,
+        peer: PeerId,
+        frame: &mut [u8],
+        start: usize,
+        len: usize,
+        flow: u32,
+    ) -> Verdict {
         let p = &self.cfg.peers[peer as usize];
-        let protocol = if frame[start] >> 4 == 6 { gre::PROTO_IPV6 } else { gre::PROTO_IPV4 };
+        let protocol = if frame[start] >> 4 == 6 {
+            gre::PROTO_IPV6
+        } else {
+            gre::PROTO_IPV4
+        };
         let sequence = p.sequence.then(|| {
             let s = &mut ws.tx_seq[peer as usize];
             let cur = *s;
             *s = s.wrapping_add(1);
             cur
         });
-        let repr = GreRepr { protocol, checksum: p.checksum, key: p.key, sequence };
+        let repr = GreRepr {
+            protocol,
+            checksum: p.checksum,
+            key: p.key,
+            sequence,
+        };
         let hlen = repr.header_len();
         let new_start = start - hlen;
         repr.emit(&mut frame[new_start..start + len]);
-        Verdict::Underlay { peer, start: new_start, len: len + hlen, flow }
+        Verdict::Underlay {
+            peer,
+            start: new_start,
+            len: len + hlen,
+            flow,
+        }
     }
 
     fn clamp(&self, stats: &WorkerStats, pkt: &mut [u8], meta: &IpMeta) {
         if let Some((v4, v6)) = self.cfg.mss_clamp {
-            let max = if matches!(meta.dst, Addr::V4(_)) { v4 } else { v6 };
+            let max = if matches!(meta.dst, Addr::V4(_)) {
+                v4
+            } else {
+                v6
+            };
             if ip::clamp_mss(pkt, meta, max) {
                 stats.mss_clamped.add(1);
             }
         }
     }
 
-    fn too_big(&self, stats: &WorkerStats, frame: &mut [u8], start: usize, len: usize, meta: &IpMeta, mtu: u16) -> Option<(usize, usize)> {
+    fn too_big(
+        &self,
+        stats: &WorkerStats,
+        frame: &mut [u8],
+        start: usize,
+        len: usize,
+        meta: &IpMeta,
+        mtu: u16,
+    ) -> Option<(usize, usize)> {
         let src = match meta.dst {
             Addr::V4(_) => Addr::V4(self.cfg.local_v4?.into()),
             Addr::V6(_) => Addr::V6(self.cfg.local_v6?.into()),

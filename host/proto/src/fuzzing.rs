@@ -17,15 +17,27 @@ use crate::wire::ip;
 /// checksums and sequence numbers, GRE-in-UDP). The first input byte picks the sending spoke
 /// (bits 0–1) and whether an outer IPv4 header is included (bit 2).
 pub fn underlay_rx(data: &[u8]) {
-    let Some((&sel, packet)) = data.split_first() else { return };
+    let Some((&sel, packet)) = data.split_first() else {
+        return;
+    };
     let dp = hub();
     let sources = ["192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.99"];
-    let src = sources[usize::from(sel & 3)].parse().expect("literal address");
+    let src = sources[usize::from(sel & 3)]
+        .parse()
+        .expect("literal address");
     let mut frame = vec![0u8; HEADROOM + packet.len() + 64];
     frame[HEADROOM..HEADROOM + packet.len()].copy_from_slice(packet);
     let mut ws = WorkerState::new(dp);
     let stats = WorkerStats::new(dp.peers().len());
-    let v = dp.from_underlay(&mut ws, &stats, &mut frame, HEADROOM, packet.len(), src, sel & 4 != 0);
+    let v = dp.from_underlay(
+        &mut ws,
+        &stats,
+        &mut frame,
+        HEADROOM,
+        packet.len(),
+        src,
+        sel & 4 != 0,
+    );
     check(&frame, v);
 }
 
@@ -57,16 +69,22 @@ pub fn tun_rx(data: &[u8]) {
 fn check(frame: &[u8], v: Verdict) {
     match v {
         Verdict::Underlay { start, len, .. } => {
-            let out = frame.get(start..start + len).expect("emitted packet inside the frame");
+            let out = frame
+                .get(start..start + len)
+                .expect("emitted packet inside the frame");
             let repr = GreRepr::parse(out).expect("emitted GRE parses");
             ip::parse(&out[repr.header_len()..]).expect("emitted inner packet parses");
         }
         Verdict::Tun { start, len } => {
-            let out = frame.get(start..start + len).expect("delivered packet inside the frame");
+            let out = frame
+                .get(start..start + len)
+                .expect("delivered packet inside the frame");
             ip::parse(out).expect("delivered packet parses");
         }
         Verdict::Control { start, len, .. } => {
-            frame.get(start..start + len).expect("control message inside the frame");
+            frame
+                .get(start..start + len)
+                .expect("control message inside the frame");
         }
         Verdict::Drop(_) => {}
     }
@@ -82,10 +100,16 @@ fn hub() -> &'static Dataplane {
                 peer("spoke2", "192.0.2.12", Some(42), true, true, Encap::Gre),
                 peer("spoke3", "192.0.2.13", Some(7), false, false, Encap::GreUdp),
             ],
-            map: [("203.0.113.0/26", 0), ("203.0.113.64/26", 1), ("203.0.113.128/26", 2), ("2001:db8:1::/64", 0), ("2001:db8:2::/64", 1)]
-                .iter()
-                .map(|(p, id)| (p.parse().expect("literal prefix"), *id))
-                .collect(),
+            map: [
+                ("203.0.113.0/26", 0),
+                ("203.0.113.64/26", 1),
+                ("203.0.113.128/26", 2),
+                ("2001:db8:1::/64", 0),
+                ("2001:db8:2::/64", 1),
+            ]
+            .iter()
+            .map(|(p, id)| (p.parse().expect("literal prefix"), *id))
+            .collect(),
             nhs: None,
             local_v4: Some("198.51.100.1".parse().expect("literal")),
             local_v6: Some("2001:db8:100::1".parse().expect("literal")),
@@ -96,6 +120,20 @@ fn hub() -> &'static Dataplane {
     })
 }
 
-fn peer(name: &str, nbma: &str, key: Option<u32>, checksum: bool, sequence: bool, encap: Encap) -> Peer {
-    Peer { name: name.into(), nbma: nbma.parse().expect("literal address"), encap, key, checksum, sequence }
+fn peer(
+    name: &str,
+    nbma: &str,
+    key: Option<u32>,
+    checksum: bool,
+    sequence: bool,
+    encap: Encap,
+) -> Peer {
+    Peer {
+        name: name.into(),
+        nbma: nbma.parse().expect("literal address"),
+        encap,
+        key,
+        checksum,
+        sequence,
+    }
 }

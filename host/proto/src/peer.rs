@@ -52,7 +52,9 @@ impl Peer {
 
     /// Length of the GRE header sent to this peer.
     pub fn gre_header_len(&self) -> usize {
-        4 + 4 * usize::from(self.checksum) + 4 * usize::from(self.key.is_some()) + 4 * usize::from(self.sequence)
+        4 + 4 * usize::from(self.checksum)
+            + 4 * usize::from(self.key.is_some())
+            + 4 * usize::from(self.sequence)
     }
 
     /// Largest inner packet that fits an underlay MTU of `underlay_mtu` to this peer.

@@ -198,7 +198,13 @@ mod tests {
     fn labels_are_unique_and_indexed_in_order() {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
-            assert_eq!(DropReason::ALL.iter().filter(|o| o.as_str() == r.as_str()).count(), 1);
+            assert_eq!(
+                DropReason::ALL
+                    .iter()
+                    .filter(|o| o.as_str() == r.as_str())
+                    .count(),
+                1
+            );
         }
     }
 

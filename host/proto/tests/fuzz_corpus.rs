@@ -7,13 +7,19 @@ use std::path::PathBuf;
 use mgre_proto::fuzzing;
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
     let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|e| std::fs::read(e.expect("dir entry").path()).expect("seed file"))
         .collect();
     seeds.sort();
-    assert!(seeds.len() >= 5, "seed corpus {} is missing or nearly empty", dir.display());
+    assert!(
+        seeds.len() >= 5,
+        "seed corpus {} is missing or nearly empty",
+        dir.display()
+    );
     seeds
 }
 

@@ -38,7 +38,11 @@ fn valid_spoke() {
     let c = parse(SPOKE).unwrap();
     assert_eq!(c.dataplane.role, Role::Spoke);
     assert_eq!(c.dataplane.nhs, Some(0));
-    assert_eq!(c.dataplane.peers[0].key, Some(42), "tunnel key is the default");
+    assert_eq!(
+        c.dataplane.peers[0].key,
+        Some(42),
+        "tunnel key is the default"
+    );
     assert_eq!(c.dataplane.peers[1].key, Some(7), "peer key overrides");
     // Smallest path: GRE-in-UDP with key: 1500 - 20 - 8 - 8.
     assert_eq!(c.tun.mtu, 1464);
@@ -59,44 +63,92 @@ fn expect_err(src: &str, line: usize, key: &str, needle: &str) {
 
 #[test]
 fn unknown_key_names_line_and_key() {
-    expect_err(&SPOKE.replace("key = 42", "kee = 42"), 11, "tunnel.kee", "unknown field");
+    expect_err(
+        &SPOKE.replace("key = 42", "kee = 42"),
+        11,
+        "tunnel.kee",
+        "unknown field",
+    );
 }
 
 #[test]
 fn bad_prefix_in_map() {
-    expect_err(&SPOKE.replace("203.0.113.128/26", "203.0.113.128/33"), 25, "peer[1].map[0]", "invalid prefix");
+    expect_err(
+        &SPOKE.replace("203.0.113.128/26", "203.0.113.128/33"),
+        25,
+        "peer[1].map[0]",
+        "invalid prefix",
+    );
 }
 
 #[test]
 fn unsupported_version() {
-    expect_err(&SPOKE.replace("version = 1", "version = 2"), 1, "version", "unsupported version 2");
+    expect_err(
+        &SPOKE.replace("version = 1", "version = 2"),
+        1,
+        "version",
+        "unsupported version 2",
+    );
 }
 
 #[test]
 fn nhs_must_name_a_peer() {
-    expect_err(&SPOKE.replace("nhs = \"hub\"", "nhs = \"hubb\""), 13, "tunnel.nhs", "no [[peer]] named `hubb`");
+    expect_err(
+        &SPOKE.replace("nhs = \"hub\"", "nhs = \"hubb\""),
+        13,
+        "tunnel.nhs",
+        "no [[peer]] named `hubb`",
+    );
 }
 
 #[test]
 fn hub_has_no_nhs() {
-    expect_err(&SPOKE.replace("role = \"spoke\"", "role = \"hub\""), 13, "tunnel.nhs", "a hub has no NHS");
+    expect_err(
+        &SPOKE.replace("role = \"spoke\"", "role = \"hub\""),
+        13,
+        "tunnel.nhs",
+        "a hub has no NHS",
+    );
 }
 
 #[test]
 fn bad_encap_and_role_values() {
-    expect_err(&SPOKE.replace("\"gre-udp\"", "\"vxlan\""), 23, "peer[1].encap", "unknown encap");
-    expect_err(&SPOKE.replace("role = \"spoke\"", "role = \"router\""), 8, "tunnel.role", "unknown role");
+    expect_err(
+        &SPOKE.replace("\"gre-udp\"", "\"vxlan\""),
+        23,
+        "peer[1].encap",
+        "unknown encap",
+    );
+    expect_err(
+        &SPOKE.replace("role = \"spoke\"", "role = \"router\""),
+        8,
+        "tunnel.role",
+        "unknown role",
+    );
 }
 
 #[test]
 fn duplicate_peers_and_family_mismatch() {
-    expect_err(&SPOKE.replace("name = \"spoke3\"", "name = \"hub\""), 21, "peer[1].name", "duplicate peer name");
-    expect_err(&SPOKE.replace("nbma = \"192.0.2.13\"", "nbma = \"2001:db8::13\""), 22, "peer[1].nbma", "same family");
+    expect_err(
+        &SPOKE.replace("name = \"spoke3\"", "name = \"hub\""),
+        21,
+        "peer[1].name",
+        "duplicate peer name",
+    );
+    expect_err(
+        &SPOKE.replace("nbma = \"192.0.2.13\"", "nbma = \"2001:db8::13\""),
+        22,
+        "peer[1].nbma",
+        "same family",
+    );
 }
 
 #[test]
 fn metrics_only_on_loopback() {
-    let src = SPOKE.replace("socket = \"/run/mgre/s1.sock\"", "socket = \"/run/mgre/s1.sock\"\nmetrics = \"192.0.2.11:9100\"");
+    let src = SPOKE.replace(
+        "socket = \"/run/mgre/s1.sock\"",
+        "socket = \"/run/mgre/s1.sock\"\nmetrics = \"192.0.2.11:9100\"",
+    );
     expect_err(&src, 5, "daemon.metrics", "loopback");
 }
 
@@ -104,7 +156,12 @@ fn metrics_only_on_loopback() {
 fn mtu_override_and_ipv6_minimum() {
     let c = parse(&SPOKE.replace("key = 42", "key = 42\nmtu = 1400")).unwrap();
     assert_eq!(c.tun.mtu, 1400);
-    expect_err(&SPOKE.replace("key = 42", "key = 42\nmtu = 1200"), 12, "tunnel.mtu", "IPv6 minimum");
+    expect_err(
+        &SPOKE.replace("key = 42", "key = 42\nmtu = 1200"),
+        12,
+        "tunnel.mtu",
+        "IPv6 minimum",
+    );
 }
 
 #[test]

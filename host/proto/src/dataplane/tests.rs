@@ -6,7 +6,14 @@ use crate::wire::checksum;
 use crate::wire::ip::tests::tcp_syn_v4;
 
 fn peer(name: &str, nbma: &str, key: Option<u32>) -> Peer {
-    Peer { name: name.into(), nbma: nbma.parse().unwrap(), encap: Encap::Gre, key, checksum: false, sequence: false }
+    Peer {
+        name: name.into(),
+        nbma: nbma.parse().unwrap(),
+        encap: Encap::Gre,
+        key,
+        checksum: false,
+        sequence: false,
+    }
 }
 
 fn hub() -> Dataplane {
@@ -16,7 +23,10 @@ fn hub() -> Dataplane {
     Dataplane::new(DataplaneConfig {
         role: Role::Hub,
         peers: vec![peer("spoke1", "192.0.2.11", None), s2],
-        map: vec![("203.0.113.0/26".parse().unwrap(), 0), ("203.0.113.64/26".parse().unwrap(), 1)],
+        map: vec![
+            ("203.0.113.0/26".parse().unwrap(), 0),
+            ("203.0.113.64/26".parse().unwrap(), 1),
+        ],
         nhs: None,
         local_v4: Some("198.51.100.1".parse().unwrap()),
         local_v6: None,
@@ -29,7 +39,10 @@ fn hub() -> Dataplane {
 fn spoke() -> Dataplane {
     Dataplane::new(DataplaneConfig {
         role: Role::Spoke,
-        peers: vec![peer("hub", "192.0.2.1", Some(42)), peer("spoke3", "192.0.2.13", None)],
+        peers: vec![
+            peer("hub", "192.0.2.1", Some(42)),
+            peer("spoke3", "192.0.2.13", None),
+        ],
         map: vec![("203.0.113.128/26".parse().unwrap(), 1)],
         nhs: Some(0),
         local_v4: Some("198.51.100.11".parse().unwrap()),
@@ -70,7 +83,12 @@ fn gre(repr: GreRepr, inner: &[u8]) -> Vec<u8> {
 }
 
 fn plain(protocol: u16, key: Option<u32>) -> GreRepr {
-    GreRepr { protocol, checksum: false, key, sequence: None }
+    GreRepr {
+        protocol,
+        checksum: false,
+        key,
+        sequence: None,
+    }
 }
 
 const LAN1: [u8; 4] = [203, 0, 113, 2];
@@ -83,7 +101,12 @@ fn spoke_sends_unmapped_traffic_to_its_nhs_with_the_hub_key() {
     let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
     let pkt = echo(LAN1, LAN2, 100);
     let (mut f, s) = framed(&pkt);
-    let Verdict::Underlay { peer, start, len, .. } = dp.from_tun(&mut ws, &st, &mut f, s, pkt.len()) else { panic!() };
+    let Verdict::Underlay {
+        peer, start, len, ..
+    } = dp.from_tun(&mut ws, &st, &mut f, s, pkt.len())
+    else {
+        panic!()
+    };
     assert_eq!(peer, 0);
     let repr = GreRepr::parse(&f[start..start + len]).unwrap();
     assert_eq!(repr, plain(gre::PROTO_IPV4, Some(42)));
@@ -96,7 +119,10 @@ fn spoke_sends_mapped_traffic_directly() {
     let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
     let pkt = echo(LAN1, LAN3, 100);
     let (mut f, s) = framed(&pkt);
-    assert!(matches!(dp.from_tun(&mut ws, &st, &mut f, s, pkt.len()), Verdict::Underlay { peer: 1, .. }));
+    assert!(matches!(
+        dp.from_tun(&mut ws, &st, &mut f, s, pkt.len()),
+        Verdict::Underlay { peer: 1, .. }
+    ));
 }
 
 #[test]
@@ -107,10 +133,34 @@ fn hub_hairpins_spoke_to_spoke_with_ttl_decrement_and_egress_options() {
     let g = gre(plain(gre::PROTO_IPV4, None), &inner);
     for expected_seq in 0..3 {
         let (mut f, s) = framed(&g);
-        let v = dp.from_underlay(&mut ws, &st, &mut f, s, g.len(), "192.0.2.11".parse().unwrap(), false);
-        let Verdict::Underlay { peer: 1, start, len, .. } = v else { panic!("{v:?}") };
+        let v = dp.from_underlay(
+            &mut ws,
+            &st,
+            &mut f,
+            s,
+            g.len(),
+            "192.0.2.11".parse().unwrap(),
+            false,
+        );
+        let Verdict::Underlay {
+            peer: 1,
+            start,
+            len,
+            ..
+        } = v
+        else {
+            panic!("{v:?}")
+        };
         let repr = GreRepr::parse(&f[start..start + len]).unwrap();
-        assert_eq!(repr, GreRepr { protocol: gre::PROTO_IPV4, checksum: true, key: Some(7), sequence: Some(expected_seq) });
+        assert_eq!(
+            repr,
+            GreRepr {
+                protocol: gre::PROTO_IPV4,
+                checksum: true,
+                key: Some(7),
+                sequence: Some(expected_seq)
+            }
+        );
         let out = &f[start + 16..start + len];
         assert_eq!(out[8], 63);
         assert_eq!(checksum::checksum(&out[..20]), 0);
@@ -126,8 +176,22 @@ fn hub_delivers_its_own_and_unknown_destinations_to_the_tun() {
     let inner = echo(LAN1, [203, 0, 113, 194], 84);
     let g = gre(plain(gre::PROTO_IPV4, None), &inner);
     let (mut f, s) = framed(&g);
-    let v = dp.from_underlay(&mut ws, &st, &mut f, s, g.len(), "192.0.2.11".parse().unwrap(), false);
-    assert_eq!(v, Verdict::Tun { start: s + 4, len: 84 });
+    let v = dp.from_underlay(
+        &mut ws,
+        &st,
+        &mut f,
+        s,
+        g.len(),
+        "192.0.2.11".parse().unwrap(),
+        false,
+    );
+    assert_eq!(
+        v,
+        Verdict::Tun {
+            start: s + 4,
+            len: 84
+        }
+    );
     assert_eq!(&f[s + 4..s + 88], &inner[..]);
 }
 
@@ -137,12 +201,28 @@ fn strips_the_outer_ipv4_header_of_raw_sockets() {
     let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
     let inner = echo(LAN1, [203, 0, 113, 194], 84);
     let g = gre(plain(gre::PROTO_IPV4, None), &inner);
-    let mut outer = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 47, 0, 0, 192, 0, 2, 11, 192, 0, 2, 1];
+    let mut outer = vec![
+        0x45, 0, 0, 0, 0, 0, 0, 0, 64, 47, 0, 0, 192, 0, 2, 11, 192, 0, 2, 1,
+    ];
     outer[2..4].copy_from_slice(&((20 + g.len()) as u16).to_be_bytes());
     outer.extend_from_slice(&g);
     let (mut f, s) = framed(&outer);
-    let v = dp.from_underlay(&mut ws, &st, &mut f, s, outer.len(), "192.0.2.11".parse().unwrap(), true);
-    assert_eq!(v, Verdict::Tun { start: s + 24, len: 84 });
+    let v = dp.from_underlay(
+        &mut ws,
+        &st,
+        &mut f,
+        s,
+        outer.len(),
+        "192.0.2.11".parse().unwrap(),
+        true,
+    );
+    assert_eq!(
+        v,
+        Verdict::Tun {
+            start: s + 24,
+            len: 84
+        }
+    );
 }
 
 #[test]
@@ -153,12 +233,36 @@ fn underlay_drops_are_counted_by_reason() {
     let from = |a: &str| a.parse::<IpAddr>().unwrap();
     let mut cases: Vec<(Vec<u8>, IpAddr, DropReason)> = vec![
         (vec![0, 0], from("192.0.2.11"), DropReason::Truncated),
-        (gre(plain(gre::PROTO_IPV4, None), &inner), from("192.0.2.99"), DropReason::UnknownPeer),
-        (gre(plain(gre::PROTO_IPV4, Some(1)), &inner), from("192.0.2.11"), DropReason::KeyMismatch),
-        (gre(plain(gre::PROTO_IPV4, None), &inner), from("192.0.2.12"), DropReason::KeyMismatch),
-        (gre(plain(0x6558, None), &inner), from("192.0.2.11"), DropReason::UnsupportedProtocol),
-        (gre(plain(gre::PROTO_IPV6, None), &inner), from("192.0.2.11"), DropReason::InnerMalformed),
-        (gre(plain(gre::PROTO_IPV4, None), &inner[..10]), from("192.0.2.11"), DropReason::InnerMalformed),
+        (
+            gre(plain(gre::PROTO_IPV4, None), &inner),
+            from("192.0.2.99"),
+            DropReason::UnknownPeer,
+        ),
+        (
+            gre(plain(gre::PROTO_IPV4, Some(1)), &inner),
+            from("192.0.2.11"),
+            DropReason::KeyMismatch,
+        ),
+        (
+            gre(plain(gre::PROTO_IPV4, None), &inner),
+            from("192.0.2.12"),
+            DropReason::KeyMismatch,
+        ),
+        (
+            gre(plain(0x6558, None), &inner),
+            from("192.0.2.11"),
+            DropReason::UnsupportedProtocol,
+        ),
+        (
+            gre(plain(gre::PROTO_IPV6, None), &inner),
+            from("192.0.2.11"),
+            DropReason::InnerMalformed,
+        ),
+        (
+            gre(plain(gre::PROTO_IPV4, None), &inner[..10]),
+            from("192.0.2.11"),
+            DropReason::InnerMalformed,
+        ),
     ];
     let mut bad = gre(plain(gre::PROTO_IPV4, None), &inner);
     bad[1] = 1;
@@ -168,16 +272,31 @@ fn underlay_drops_are_counted_by_reason() {
     cases.push((bad.clone(), from("192.0.2.11"), DropReason::RoutingPresent));
     bad[0] = 0x08;
     cases.push((bad, from("192.0.2.11"), DropReason::ReservedBits));
-    let mut csum = gre(GreRepr { protocol: gre::PROTO_IPV4, checksum: true, key: None, sequence: None }, &inner);
+    let mut csum = gre(
+        GreRepr {
+            protocol: gre::PROTO_IPV4,
+            checksum: true,
+            key: None,
+            sequence: None,
+        },
+        &inner,
+    );
     csum[30] ^= 0xff;
     cases.push((csum, from("192.0.2.11"), DropReason::BadChecksum));
     for (pkt, src, reason) in cases {
         let before = st.drops(reason);
         let (mut f, s) = framed(&pkt);
-        assert_eq!(dp.from_underlay(&mut ws, &st, &mut f, s, pkt.len(), src, false), Verdict::Drop(reason));
+        assert_eq!(
+            dp.from_underlay(&mut ws, &st, &mut f, s, pkt.len(), src, false),
+            Verdict::Drop(reason)
+        );
         assert_eq!(st.drops(reason), before + 1, "{reason:?}");
     }
-    assert_eq!(st.rx.packets.get(), 3, "only the packets that passed the GRE and peer checks");
+    assert_eq!(
+        st.rx.packets.get(),
+        3,
+        "only the packets that passed the GRE and peer checks"
+    );
 }
 
 #[test]
@@ -187,7 +306,15 @@ fn out_of_order_sequence_numbers_are_dropped() {
     let inner = echo(LAN2, [203, 0, 113, 194], 60);
     let src: IpAddr = "192.0.2.12".parse().unwrap();
     let mut run = |seq: u32| {
-        let g = gre(GreRepr { protocol: gre::PROTO_IPV4, checksum: false, key: Some(7), sequence: Some(seq) }, &inner);
+        let g = gre(
+            GreRepr {
+                protocol: gre::PROTO_IPV4,
+                checksum: false,
+                key: Some(7),
+                sequence: Some(seq),
+            },
+            &inner,
+        );
         let (mut f, s) = framed(&g);
         dp.from_underlay(&mut ws, &st, &mut f, s, g.len(), src, false)
     };
@@ -205,8 +332,23 @@ fn nhrp_goes_to_the_control_path() {
     let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
     let g = gre(plain(gre::PROTO_NHRP, None), &[0u8; 20]);
     let (mut f, s) = framed(&g);
-    let v = dp.from_underlay(&mut ws, &st, &mut f, s, g.len(), "192.0.2.11".parse().unwrap(), false);
-    assert_eq!(v, Verdict::Control { peer: 0, start: s + 4, len: 20 });
+    let v = dp.from_underlay(
+        &mut ws,
+        &st,
+        &mut f,
+        s,
+        g.len(),
+        "192.0.2.11".parse().unwrap(),
+        false,
+    );
+    assert_eq!(
+        v,
+        Verdict::Control {
+            peer: 0,
+            start: s + 4,
+            len: 20
+        }
+    );
 }
 
 #[test]
@@ -215,12 +357,18 @@ fn too_big_with_df_from_tun_returns_frag_needed_into_the_tun() {
     let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
     let pkt = echo(LAN1, LAN2, 1480);
     let (mut f, s) = framed(&pkt);
-    let Verdict::Tun { start, len } = dp.from_tun(&mut ws, &st, &mut f, s, pkt.len()) else { panic!() };
+    let Verdict::Tun { start, len } = dp.from_tun(&mut ws, &st, &mut f, s, pkt.len()) else {
+        panic!()
+    };
     let err = &f[start..start + len];
     assert_eq!(&err[16..20], &LAN1);
     assert_eq!(&err[12..16], &[198, 51, 100, 11]);
     assert_eq!(&err[20..22], &[3, 4]);
-    assert_eq!(u16::from_be_bytes([err[26], err[27]]), 1472, "inner MTU to the hub: 1500 - 20 - GRE with key (8)");
+    assert_eq!(
+        u16::from_be_bytes([err[26], err[27]]),
+        1472,
+        "inner MTU to the hub: 1500 - 20 - GRE with key (8)"
+    );
     assert_eq!(st.drops(DropReason::TooBig), 1);
 }
 
@@ -234,7 +382,10 @@ fn too_big_without_df_is_sent_for_outer_fragmentation() {
     let c = checksum::checksum(&pkt[..20]);
     pkt[10..12].copy_from_slice(&c.to_be_bytes());
     let (mut f, s) = framed(&pkt);
-    assert!(matches!(dp.from_tun(&mut ws, &st, &mut f, s, pkt.len()), Verdict::Underlay { peer: 0, .. }));
+    assert!(matches!(
+        dp.from_tun(&mut ws, &st, &mut f, s, pkt.len()),
+        Verdict::Underlay { peer: 0, .. }
+    ));
 }
 
 #[test]
@@ -245,8 +396,24 @@ fn hub_returns_frag_needed_to_the_ingress_spoke_when_egress_is_smaller() {
     let inner = echo(LAN1, LAN2, 1470);
     let g = gre(plain(gre::PROTO_IPV4, None), &inner);
     let (mut f, s) = framed(&g);
-    let v = dp.from_underlay(&mut ws, &st, &mut f, s, g.len(), "192.0.2.11".parse().unwrap(), false);
-    let Verdict::Underlay { peer: 0, start, len, .. } = v else { panic!("{v:?}") };
+    let v = dp.from_underlay(
+        &mut ws,
+        &st,
+        &mut f,
+        s,
+        g.len(),
+        "192.0.2.11".parse().unwrap(),
+        false,
+    );
+    let Verdict::Underlay {
+        peer: 0,
+        start,
+        len,
+        ..
+    } = v
+    else {
+        panic!("{v:?}")
+    };
     let err = &f[start + 4..start + len];
     assert_eq!(&err[20..22], &[3, 4]);
     assert_eq!(u16::from_be_bytes([err[26], err[27]]), 1464);
@@ -259,12 +426,27 @@ fn mss_is_clamped_in_both_directions() {
     let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
     let syn = tcp_syn_v4(1460);
     let (mut f, s) = framed(&syn);
-    let Verdict::Underlay { start, .. } = dp.from_tun(&mut ws, &st, &mut f, s, syn.len()) else { panic!() };
-    assert_eq!(u16::from_be_bytes([f[start + 8 + 42], f[start + 8 + 43]]), 1360);
+    let Verdict::Underlay { start, .. } = dp.from_tun(&mut ws, &st, &mut f, s, syn.len()) else {
+        panic!()
+    };
+    assert_eq!(
+        u16::from_be_bytes([f[start + 8 + 42], f[start + 8 + 43]]),
+        1360
+    );
     let g = gre(plain(gre::PROTO_IPV4, Some(42)), &syn);
     let (mut f, s) = framed(&g);
-    let v = dp.from_underlay(&mut ws, &st, &mut f, s, g.len(), "192.0.2.1".parse().unwrap(), false);
-    let Verdict::Tun { start, .. } = v else { panic!("{v:?}") };
+    let v = dp.from_underlay(
+        &mut ws,
+        &st,
+        &mut f,
+        s,
+        g.len(),
+        "192.0.2.1".parse().unwrap(),
+        false,
+    );
+    let Verdict::Tun { start, .. } = v else {
+        panic!("{v:?}")
+    };
     assert_eq!(u16::from_be_bytes([f[start + 42], f[start + 43]]), 1360);
     assert_eq!(st.mss_clamped.get(), 2);
 }
@@ -277,6 +459,14 @@ fn ttl_expiry_on_hairpin_is_counted() {
     inner[8] = 1;
     let g = gre(plain(gre::PROTO_IPV4, None), &inner);
     let (mut f, s) = framed(&g);
-    let v = dp.from_underlay(&mut ws, &st, &mut f, s, g.len(), "192.0.2.11".parse().unwrap(), false);
+    let v = dp.from_underlay(
+        &mut ws,
+        &st,
+        &mut f,
+        s,
+        g.len(),
+        "192.0.2.11".parse().unwrap(),
+        false,
+    );
     assert_eq!(v, Verdict::Drop(DropReason::TtlExpired));
 }

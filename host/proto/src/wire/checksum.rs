@@ -64,7 +64,11 @@ mod tests {
     fn naive(data: &[u8]) -> u16 {
         let mut sum: u32 = 0;
         for p in data.chunks(2) {
-            let w = if p.len() == 2 { u16::from_be_bytes([p[0], p[1]]) } else { u16::from(p[0]) << 8 };
+            let w = if p.len() == 2 {
+                u16::from_be_bytes([p[0], p[1]])
+            } else {
+                u16::from(p[0]) << 8
+            };
             sum += u32::from(w);
             sum = (sum & 0xffff) + (sum >> 16);
         }
@@ -88,7 +92,9 @@ mod tests {
 
     #[test]
     fn incremental_equals_recompute() {
-        let mut data = [0x45u8, 0, 0, 40, 1, 2, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 1, 198, 51, 100, 7];
+        let mut data = [
+            0x45u8, 0, 0, 40, 1, 2, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 1, 198, 51, 100, 7,
+        ];
         let c = checksum(&data);
         data[10..12].copy_from_slice(&c.to_be_bytes());
         let old = u16::from_be_bytes([data[8], data[9]]);

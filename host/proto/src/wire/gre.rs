@@ -98,7 +98,8 @@ impl<T: AsRef<[u8]>> GrePacket<T> {
     /// Checksum field, if present.
     pub fn checksum_field(&self) -> Option<u16> {
         let d = self.buffer.as_ref();
-        self.has_checksum().then(|| u16::from_be_bytes([d[4], d[5]]))
+        self.has_checksum()
+            .then(|| u16::from_be_bytes([d[4], d[5]]))
     }
     /// Key field, if present.
     pub fn key(&self) -> Option<u32> {
@@ -108,7 +109,8 @@ impl<T: AsRef<[u8]>> GrePacket<T> {
     /// Sequence number, if present.
     pub fn sequence(&self) -> Option<u32> {
         let off = BASE_LEN + 4 * usize::from(self.has_checksum()) + 4 * usize::from(self.has_key());
-        self.has_sequence().then(|| read_u32(self.buffer.as_ref(), off))
+        self.has_sequence()
+            .then(|| read_u32(self.buffer.as_ref(), off))
     }
     /// True when no checksum is present or the present one verifies over the whole packet.
     pub fn verify_checksum(&self) -> bool {
@@ -151,7 +153,12 @@ impl GreRepr {
         if !p.verify_checksum() {
             return Err(GreError::BadChecksum);
         }
-        Ok(GreRepr { protocol: p.protocol(), checksum: p.has_checksum(), key: p.key(), sequence: p.sequence() })
+        Ok(GreRepr {
+            protocol: p.protocol(),
+            checksum: p.has_checksum(),
+            key: p.key(),
+            sequence: p.sequence(),
+        })
     }
 
     /// Length of the header this repr emits.
@@ -272,19 +279,50 @@ mod tests {
     fn known_bytes_key_and_sequence() {
         let buf = [0x30, 0x00, 0x08, 0x00, 0, 0, 0, 42, 0, 0, 1, 0];
         let repr = GreRepr::parse(&buf).unwrap();
-        assert_eq!(repr, GreRepr { protocol: PROTO_IPV4, checksum: false, key: Some(42), sequence: Some(256) });
+        assert_eq!(
+            repr,
+            GreRepr {
+                protocol: PROTO_IPV4,
+                checksum: false,
+                key: Some(42),
+                sequence: Some(256)
+            }
+        );
     }
 
     #[test]
     fn rejects_each_malformed_class() {
         assert_eq!(GreRepr::parse(&[0x00, 0x00]), Err(GreError::Truncated));
         // K bit set but no key field.
-        assert_eq!(GreRepr::parse(&[0x20, 0x00, 0x08, 0x00, 0, 0]), Err(GreError::Truncated));
-        assert_eq!(GreRepr::parse(&[0x00, 0x01, 0x08, 0x00]), Err(GreError::BadVersion));
-        assert_eq!(GreRepr::parse(&[0x40, 0x00, 0x08, 0x00]), Err(GreError::RoutingPresent));
-        assert_eq!(GreRepr::parse(&[0x08, 0x00, 0x08, 0x00]), Err(GreError::ReservedBits));
-        assert_eq!(GreRepr::parse(&[0x04, 0x00, 0x08, 0x00]), Err(GreError::ReservedBits));
-        let mut bad = packet(&GreRepr { protocol: PROTO_IPV4, checksum: true, key: None, sequence: None }, b"abcd");
+        assert_eq!(
+            GreRepr::parse(&[0x20, 0x00, 0x08, 0x00, 0, 0]),
+            Err(GreError::Truncated)
+        );
+        assert_eq!(
+            GreRepr::parse(&[0x00, 0x01, 0x08, 0x00]),
+            Err(GreError::BadVersion)
+        );
+        assert_eq!(
+            GreRepr::parse(&[0x40, 0x00, 0x08, 0x00]),
+            Err(GreError::RoutingPresent)
+        );
+        assert_eq!(
+            GreRepr::parse(&[0x08, 0x00, 0x08, 0x00]),
+            Err(GreError::ReservedBits)
+        );
+        assert_eq!(
+            GreRepr::parse(&[0x04, 0x00, 0x08, 0x00]),
+            Err(GreError::ReservedBits)
+        );
+        let mut bad = packet(
+            &GreRepr {
+                protocol: PROTO_IPV4,
+                checksum: true,
+                key: None,
+                sequence: None,
+            },
+            b"abcd",
+        );
         bad[5] ^= 1;
         assert_eq!(GreRepr::parse(&bad), Err(GreError::BadChecksum));
     }

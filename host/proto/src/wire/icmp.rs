@@ -17,14 +17,24 @@ pub const ERROR_PREFIX_V6: usize = 48;
 /// error from `src` back to the packet's source, advertising `mtu`. Returns the error's
 /// `(start, len)` in `frame`, or `None` when no error may be sent (see module doc) or `src`
 /// is of the other family.
-pub fn too_big(frame: &mut [u8], start: usize, len: usize, meta: &IpMeta, src: Addr, mtu: u32) -> Option<(usize, usize)> {
+pub fn too_big(
+    frame: &mut [u8],
+    start: usize,
+    len: usize,
+    meta: &IpMeta,
+    src: Addr,
+    mtu: u32,
+) -> Option<(usize, usize)> {
     let pkt = frame.get(start..start + len)?;
     if meta.l4_offset.is_none() || is_icmp_error(pkt, meta) {
         return None;
     }
     match (meta.src, src) {
         (Addr::V4(orig_src), Addr::V4(src)) => {
-            if orig_src == 0 || meta.src.is_multicast_or_broadcast() || meta.dst.is_multicast_or_broadcast() {
+            if orig_src == 0
+                || meta.src.is_multicast_or_broadcast()
+                || meta.dst.is_multicast_or_broadcast()
+            {
                 return None;
             }
             let new_start = start.checked_sub(ERROR_PREFIX_V4)?;
@@ -52,12 +62,26 @@ pub fn too_big(frame: &mut [u8], start: usize, len: usize, meta: &IpMeta, src: A
             let total = ERROR_PREFIX_V6 + quote;
             let out = &mut frame[new_start..new_start + total];
             let upper = (8 + quote) as u16;
-            out[..8].copy_from_slice(&[0x60, 0, 0, 0, (upper >> 8) as u8, upper as u8, PROTO_ICMPV6, 64]);
+            out[..8].copy_from_slice(&[
+                0x60,
+                0,
+                0,
+                0,
+                (upper >> 8) as u8,
+                upper as u8,
+                PROTO_ICMPV6,
+                64,
+            ]);
             out[8..24].copy_from_slice(&src.to_be_bytes());
             out[24..40].copy_from_slice(&orig_src.to_be_bytes());
             out[40..44].copy_from_slice(&[2, 0, 0, 0]);
             out[44..48].copy_from_slice(&mtu.to_be_bytes());
-            let sum = checksum::pseudo_v6(&src.to_be_bytes(), &orig_src.to_be_bytes(), PROTO_ICMPV6, u32::from(upper));
+            let sum = checksum::pseudo_v6(
+                &src.to_be_bytes(),
+                &orig_src.to_be_bytes(),
+                PROTO_ICMPV6,
+                u32::from(upper),
+            );
             let c = !checksum::fold(checksum::accumulate(sum, &out[40..]));
             out[42..44].copy_from_slice(&c.to_be_bytes());
             Some((new_start, total))
@@ -99,7 +123,11 @@ mod tests {
         assert_eq!(checksum::checksum(&out[20..]), 0);
         assert_eq!(&out[20..22], &[3, 4]);
         assert_eq!(u16::from_be_bytes([out[26], out[27]]), 1400);
-        assert_eq!(&out[16..20], &pkt[12..16], "sent back to the original source");
+        assert_eq!(
+            &out[16..20],
+            &pkt[12..16],
+            "sent back to the original source"
+        );
         assert_eq!(&out[28..], &pkt[..]);
         // The error itself must never trigger another error.
         let err = out.to_vec();
@@ -125,8 +153,16 @@ mod tests {
         let (s, l) = too_big(&mut frame, 64, pkt.len(), &meta, src, 1400).unwrap();
         assert_eq!(l, 1280);
         let out = &frame[s..s + l];
-        let sum = checksum::pseudo_v6(out[8..24].try_into().unwrap(), out[24..40].try_into().unwrap(), 58, (l - 40) as u32);
-        assert_eq!(checksum::fold(checksum::accumulate(sum, &out[40..])), 0xffff);
+        let sum = checksum::pseudo_v6(
+            out[8..24].try_into().unwrap(),
+            out[24..40].try_into().unwrap(),
+            58,
+            (l - 40) as u32,
+        );
+        assert_eq!(
+            checksum::fold(checksum::accumulate(sum, &out[40..])),
+            0xffff
+        );
         assert_eq!(&out[40..42], &[2, 0]);
         assert_eq!(u32::from_be_bytes(out[44..48].try_into().unwrap()), 1400);
     }

@@ -120,13 +120,17 @@ fn parse_v6(pkt: &[u8]) -> Result<IpMeta, InnerMalformed> {
         match next {
             // Hop-by-hop, routing, destination options: length in 8-octet units beyond the first.
             0 | 43 | 60 => {
-                let Some(h) = pkt.get(off..off + 2) else { break };
+                let Some(h) = pkt.get(off..off + 2) else {
+                    break;
+                };
                 next = h[0];
                 off += 8 + usize::from(h[1]) * 8;
             }
             // Fragment header: only the first fragment carries the upper-layer header.
             44 => {
-                let Some(h) = pkt.get(off..off + 8) else { break };
+                let Some(h) = pkt.get(off..off + 8) else {
+                    break;
+                };
                 next = h[0];
                 off += 8;
                 if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
@@ -170,7 +174,10 @@ pub fn flow_hash(pkt: &[u8], meta: &IpMeta) -> u32 {
     if matches!(meta.protocol, PROTO_TCP | PROTO_UDP)
         && let Some(ports) = meta.l4_offset.and_then(|o| pkt.get(o..o + 4))
     {
-        h = mix(h, u64::from(u32::from_be_bytes([ports[0], ports[1], ports[2], ports[3]])));
+        h = mix(
+            h,
+            u64::from(u32::from_be_bytes([ports[0], ports[1], ports[2], ports[3]])),
+        );
     }
     (h ^ (h >> 32)) as u32
 }
@@ -207,8 +214,12 @@ pub fn clamp_mss(pkt: &mut [u8], meta: &IpMeta, max_mss: u16) -> bool {
     if meta.protocol != PROTO_TCP {
         return false;
     }
-    let Some(off) = meta.l4_offset else { return false };
-    let Some(tcp) = pkt.get_mut(off..meta.total_len) else { return false };
+    let Some(off) = meta.l4_offset else {
+        return false;
+    };
+    let Some(tcp) = pkt.get_mut(off..meta.total_len) else {
+        return false;
+    };
     if tcp.len() < 20 || tcp[13] & TCP_SYN == 0 {
         return false;
     }
@@ -222,7 +233,9 @@ pub fn clamp_mss(pkt: &mut [u8], meta: &IpMeta, max_mss: u16) -> bool {
             0 => return false,
             1 => i += 1,
             kind => {
-                let Some(&len) = tcp.get(i + 1) else { return false };
+                let Some(&len) = tcp.get(i + 1) else {
+                    return false;
+                };
                 let len = usize::from(len);
                 if len < 2 || i + len > data_off {
                     return false;
@@ -233,7 +246,8 @@ pub fn clamp_mss(pkt: &mut [u8], meta: &IpMeta, max_mss: u16) -> bool {
                         return false;
                     }
                     tcp[i + 2..i + 4].copy_from_slice(&max_mss.to_be_bytes());
-                    let c = checksum::update16(u16::from_be_bytes([tcp[16], tcp[17]]), old, max_mss);
+                    let c =
+                        checksum::update16(u16::from_be_bytes([tcp[16], tcp[17]]), old, max_mss);
                     tcp[16..18].copy_from_slice(&c.to_be_bytes());
                     return true;
                 }
