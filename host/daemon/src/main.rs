@@ -81,6 +81,12 @@ struct Locate {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A one-shot command piped into `head` should end quietly, like other Unix tools;
+        // the daemon keeps Rust's default (SIGPIPE ignored) so a closed log pipe cannot kill it.
+        // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => match config::Config::load(&config) {
