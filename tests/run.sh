@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole mgre test suite, as CI runs it: installs what it needs, checks formatting and the
+# sans-IO rule, builds everything, then runs unit, property, fuzz-corpus and network-namespace
+# tests. Needs root (namespaces, TUN devices, raw sockets). Usage: sudo bash tests/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "tests/run.sh: run as root (network namespaces, TUN devices and raw sockets need it)" >&2
+    exit 1
+fi
+
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v sysctl >/dev/null || need+=(procps)
+if ((${#need[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+
+# The toolchain and targets pinned in rust-toolchain.toml.
+targets=$(sed -n 's/^targets *= *\[\(.*\)\]/\1/p' rust-toolchain.toml | tr -d '",')
+# shellcheck disable=SC2086
+rustup target add $targets >/dev/null
+
+cargo fmt --all --check
+
+# The protocol crate stays sans-IO: no runtime, socket or wasm engine in its dependency tree.
+if cargo tree -p mgre-proto -e normal --prefix none | grep -E '^(tokio|socket2|libc|mio|wasmtime) '; then
+    echo "tests/run.sh: mgre-proto must not depend on I/O or runtime crates" >&2
+    exit 1
+fi
+
+cargo build --release --locked --workspace --all-targets
+cargo build --release --locked -p mgre-sdk --target wasm32-unknown-unknown
+cargo test --release --locked --workspace
