@@ -36,8 +36,8 @@ pub use daemon::{Daemon, READY_TIMEOUT, STOP_TIMEOUT, counter, mgre_bin, mgre_ch
 pub use names::{MAX_NETNS_NAME, MAX_TAG, Namer, TempDir};
 pub use netns::{Netns, join, netns_list};
 pub use topology::{
-    Encap, LAN_V4_LEN, LAN_V6_LEN, MAX_SPOKES, SPOKE_ROUTES, Site, SiteAddrs, SiteId, SpokeOptions,
-    Topology, TopologyBuilder,
+    Encap, LAN_V4_LEN, LAN_V6_LEN, MAX_SPOKES, METRICS_ADDR, SPOKE_ROUTES, Site, SiteAddrs, SiteId,
+    SpokeOptions, Topology, TopologyBuilder,
 };
 pub use traffic::{
     CAPTURE_TIMEOUT, Digest, TRANSFER_DEADLINE, ping, send_raw_gre, send_udp, syn_mss, tcp_transfer,

@@ -153,6 +153,7 @@ pub struct TopologyBuilder {
     key: Option<u32>,
     checksum: Option<bool>,
     sequence: Option<bool>,
+    metrics: bool,
     log: String,
 }
 
@@ -198,6 +199,12 @@ impl TopologyBuilder {
         self
     }
 
+    /// Enables `[daemon] metrics` on every site at [`METRICS_ADDR`] (each site's own loopback).
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
+
     /// `[daemon] log` filter on every site (default `debug`).
     pub fn log(mut self, filter: &str) -> Self {
         self.log = filter.to_owned();
@@ -225,6 +232,9 @@ impl TopologyBuilder {
         line("[daemon]".into());
         line(format!("socket = {}", quote(&socket.display().to_string())));
         line(format!("log = {}", quote(&self.log)));
+        if self.metrics {
+            line(format!("metrics = {}", quote(METRICS_ADDR)));
+        }
         line(String::new());
         line("[tunnel]".into());
         line(format!("name = {}", quote(tun)));
@@ -329,6 +339,7 @@ impl Topology {
             key: None,
             checksum: None,
             sequence: None,
+            metrics: false,
             log: "debug".to_owned(),
         }
     }
@@ -644,6 +655,8 @@ fn list(items: &[String]) -> String {
 
 /// The most spokes the contract's LAN plan has room for.
 pub const MAX_SPOKES: usize = 3;
+/// Where every site serves Prometheus metrics when [`TopologyBuilder::metrics`] is on.
+pub const METRICS_ADDR: &str = "127.0.0.1:9100";
 /// Prefix length of every IPv4 LAN.
 pub const LAN_V4_LEN: u8 = 26;
 /// Prefix length of every IPv6 LAN.
