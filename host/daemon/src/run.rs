@@ -72,7 +72,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         tunnel = tun.name(), role = ?cfg.dataplane.role, nbma = %cfg.nbma, mtu = cfg.tun.mtu,
         peers = dp.peers().len(), routes = cfg.routes.len(), "mgre running"
     );
-    let served = serve_until_signal(&cfg, listener, shared);
+    let served = serve_until_signal(&cfg, listener, shared, &handle);
 
     stop.store(true, Ordering::Relaxed);
     let _ = handle.join();
@@ -105,9 +105,16 @@ fn serve_until_signal(
             tokio::spawn(crate::metrics::serve(l, shared));
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let worker_exit = async {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            while !worker.is_finished() {
+                tick.tick().await;
+            }
+        };
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = worker_exit => anyhow::bail!("the dataplane worker stopped unexpectedly; shutting down"),
         }
         Ok(())
     })
