@@ -89,6 +89,7 @@ fn serve_until_signal(
     cfg: &Config,
     listener: std::os::unix::net::UnixListener,
     shared: Arc<Shared>,
+    worker: &std::thread::JoinHandle<()>,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
