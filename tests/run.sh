@@ -33,5 +33,6 @@ if cargo tree -p mgre-proto -e normal --prefix none | grep -E '^(tokio|socket2|l
 fi
 
 cargo build --release --locked --workspace --all-targets
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo build --release --locked -p mgre-sdk --target wasm32-unknown-unknown
 cargo test --release --locked --workspace

@@ -66,6 +66,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// A per-peer metric family: name, help text and which counter of the peer row it reads.
+type PeerFamily = (&'static str, &'static str, fn(&PeerRow) -> u64);
+
 #[derive(Debug)]
 struct TunnelCollector(Arc<Shared>);
 
@@ -91,7 +94,7 @@ impl Collector for TunnelCollector {
             }
         }
         let peers = self.0.peers();
-        let per_peer: [(&str, &str, fn(&PeerRow) -> u64); 4] = [
+        let per_peer: [PeerFamily; 4] = [
             ("peer_rx_packets", "Packets received from a peer", |p| {
                 p.rx_packets
             }),

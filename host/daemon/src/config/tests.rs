@@ -53,7 +53,7 @@ fn valid_spoke() {
 }
 
 fn expect_err(src: &str, line: usize, key: &str, needle: &str) {
-    let e = parse(src).err().expect("config must be rejected");
+    let e = parse(src).expect_err("config must be rejected");
     let text = e.to_string();
     assert_eq!(e.position.map(|p| p.0), Some(line), "{text}");
     assert_eq!(e.key.as_deref(), Some(key), "{text}");
@@ -166,6 +166,6 @@ fn mtu_override_and_ipv6_minimum() {
 
 #[test]
 fn syntax_error_has_a_position() {
-    let e = parse("version = 1\n[daemon\n").err().unwrap();
+    let e = parse("version = 1\n[daemon\n").expect_err("syntax error");
     assert_eq!(e.position.map(|p| p.0), Some(2), "{e}");
 }
