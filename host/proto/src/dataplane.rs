@@ -168,11 +168,7 @@ impl Dataplane {
     /// The peer that receives packets for `dst`: the longest map match, else (spoke) the NHS.
     #[inline]
     pub fn route(&self, dst: Addr) -> Option<PeerId> {
-        let hit = match dst {
-            Addr::V4(a) => self.endpoints.lookup_v4(a),
-            Addr::V6(a) => self.endpoints.lookup_v6(a),
-        };
-        hit.or(self.cfg.nhs)
+        self.endpoints_lookup(dst).or(self.cfg.nhs)
     }
 
     /// Handles an inner packet read from the TUN at `frame[start..start + len]`.
@@ -340,6 +336,7 @@ impl Dataplane {
         self.encap(ws, to, frame, start, len, flow)
     }
 
+    /// The peer whose map holds the longest prefix containing `dst` (no NHS fallback).
     fn endpoints_lookup(&self, dst: Addr) -> Option<PeerId> {
         match dst {
             Addr::V4(a) => self.endpoints.lookup_v4(a),

@@ -5,6 +5,60 @@ use crate::peer::Encap;
 use crate::wire::checksum;
 use crate::wire::ip::tests::tcp_syn_v4;
 
+/// One dataplane with its worker state and counters, fed one packet at a time.
+struct Node {
+    dp: Dataplane,
+    ws: WorkerState,
+    st: WorkerStats,
+}
+
+impl Node {
+    fn new(dp: Dataplane) -> Self {
+        let ws = WorkerState::new(&dp);
+        let st = WorkerStats::new(dp.peers().len());
+        Node { dp, ws, st }
+    }
+
+    /// Runs `pkt` through `from_tun`; returns the verdict and the frame it refers to.
+    fn tun(&mut self, pkt: &[u8]) -> (Verdict, Vec<u8>) {
+        let mut f = framed(pkt);
+        let v = self
+            .dp
+            .from_tun(&mut self.ws, &self.st, &mut f, HEADROOM, pkt.len());
+        (v, f)
+    }
+
+    /// Runs `pkt` through `from_underlay` as if sent by `src`.
+    fn underlay(&mut self, pkt: &[u8], src: &str) -> (Verdict, Vec<u8>) {
+        self.underlay_raw(pkt, src, false)
+    }
+
+    fn underlay_raw(&mut self, pkt: &[u8], src: &str, ip_header: bool) -> (Verdict, Vec<u8>) {
+        let mut f = framed(pkt);
+        let src = src.parse().expect("test address");
+        let v = self.dp.from_underlay(
+            &mut self.ws,
+            &self.st,
+            &mut f,
+            HEADROOM,
+            pkt.len(),
+            src,
+            ip_header,
+        );
+        (v, f)
+    }
+}
+
+/// The bytes a verdict refers to.
+fn out(v: Verdict, f: &[u8]) -> &[u8] {
+    match v {
+        Verdict::Underlay { start, len, .. }
+        | Verdict::Tun { start, len }
+        | Verdict::Control { start, len, .. } => &f[start..start + len],
+        Verdict::Drop(r) => panic!("dropped: {r:?}"),
+    }
+}
+
 fn peer(name: &str, nbma: &str, key: Option<u32>) -> Peer {
     Peer {
         name: name.into(),
@@ -16,11 +70,12 @@ fn peer(name: &str, nbma: &str, key: Option<u32>) -> Peer {
     }
 }
 
-fn hub() -> Dataplane {
+/// A hub with spoke1 (plain GRE) and spoke2 (key 7, checksum, sequence numbers).
+fn hub() -> Node {
     let mut s2 = peer("spoke2", "192.0.2.12", Some(7));
     s2.sequence = true;
     s2.checksum = true;
-    Dataplane::new(DataplaneConfig {
+    Node::new(Dataplane::new(DataplaneConfig {
         role: Role::Hub,
         peers: vec![peer("spoke1", "192.0.2.11", None), s2],
         map: vec![
@@ -33,11 +88,12 @@ fn hub() -> Dataplane {
         underlay_mtu: 1500,
         tun_mtu: 1476,
         mss_clamp: Some((1436, 1416)),
-    })
+    }))
 }
 
-fn spoke() -> Dataplane {
-    Dataplane::new(DataplaneConfig {
+/// A spoke whose NHS is the hub (key 42), with a direct map entry for spoke3.
+fn spoke() -> Node {
+    Node::new(Dataplane::new(DataplaneConfig {
         role: Role::Spoke,
         peers: vec![
             peer("hub", "192.0.2.1", Some(42)),
@@ -50,7 +106,7 @@ fn spoke() -> Dataplane {
         underlay_mtu: 1500,
         tun_mtu: 1400,
         mss_clamp: Some((1360, 1340)),
-    })
+    }))
 }
 
 /// An ICMP echo request from `src` to `dst`, `size` bytes, DF set.
@@ -63,16 +119,21 @@ fn echo(src: [u8; 4], dst: [u8; 4], size: usize) -> Vec<u8> {
     p[9] = 1;
     p[12..16].copy_from_slice(&src);
     p[16..20].copy_from_slice(&dst);
-    let c = checksum::checksum(&p[..20]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
+    fix_ipv4_checksum(&mut p);
     p[20] = 8;
     p
 }
 
-fn framed(pkt: &[u8]) -> (Vec<u8>, usize) {
+fn fix_ipv4_checksum(p: &mut [u8]) {
+    p[10..12].fill(0);
+    let c = checksum::checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+fn framed(pkt: &[u8]) -> Vec<u8> {
     let mut f = vec![0u8; HEADROOM + pkt.len() + 64];
     f[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(pkt);
-    (f, HEADROOM)
+    f
 }
 
 fn gre(repr: GreRepr, inner: &[u8]) -> Vec<u8> {
@@ -94,132 +155,81 @@ fn plain(protocol: u16, key: Option<u32>) -> GreRepr {
 const LAN1: [u8; 4] = [203, 0, 113, 2];
 const LAN2: [u8; 4] = [203, 0, 113, 66];
 const LAN3: [u8; 4] = [203, 0, 113, 130];
+const HUB_LAN: [u8; 4] = [203, 0, 113, 194];
 
 #[test]
 fn spoke_sends_unmapped_traffic_to_its_nhs_with_the_hub_key() {
-    let dp = spoke();
-    let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
+    let mut n = spoke();
     let pkt = echo(LAN1, LAN2, 100);
-    let (mut f, s) = framed(&pkt);
-    let Verdict::Underlay {
-        peer, start, len, ..
-    } = dp.from_tun(&mut ws, &st, &mut f, s, pkt.len())
-    else {
-        panic!()
-    };
-    assert_eq!(peer, 0);
-    let repr = GreRepr::parse(&f[start..start + len]).unwrap();
-    assert_eq!(repr, plain(gre::PROTO_IPV4, Some(42)));
-    assert_eq!(&f[start + 8..start + len], &pkt[..]);
+    let (v, f) = n.tun(&pkt);
+    assert!(matches!(v, Verdict::Underlay { peer: 0, .. }), "{v:?}");
+    let sent = out(v, &f);
+    assert_eq!(GreRepr::parse(sent), Ok(plain(gre::PROTO_IPV4, Some(42))));
+    assert_eq!(&sent[8..], &pkt[..]);
 }
 
 #[test]
 fn spoke_sends_mapped_traffic_directly() {
-    let dp = spoke();
-    let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
-    let pkt = echo(LAN1, LAN3, 100);
-    let (mut f, s) = framed(&pkt);
+    let mut n = spoke();
     assert!(matches!(
-        dp.from_tun(&mut ws, &st, &mut f, s, pkt.len()),
+        n.tun(&echo(LAN1, LAN3, 100)).0,
         Verdict::Underlay { peer: 1, .. }
     ));
 }
 
 #[test]
 fn hub_hairpins_spoke_to_spoke_with_ttl_decrement_and_egress_options() {
-    let dp = hub();
-    let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
-    let inner = echo(LAN1, LAN2, 84);
-    let g = gre(plain(gre::PROTO_IPV4, None), &inner);
+    let mut n = hub();
+    let g = gre(plain(gre::PROTO_IPV4, None), &echo(LAN1, LAN2, 84));
     for expected_seq in 0..3 {
-        let (mut f, s) = framed(&g);
-        let v = dp.from_underlay(
-            &mut ws,
-            &st,
-            &mut f,
-            s,
-            g.len(),
-            "192.0.2.11".parse().unwrap(),
-            false,
-        );
-        let Verdict::Underlay {
-            peer: 1,
-            start,
-            len,
-            ..
-        } = v
-        else {
-            panic!("{v:?}")
+        let (v, f) = n.underlay(&g, "192.0.2.11");
+        assert!(matches!(v, Verdict::Underlay { peer: 1, .. }), "{v:?}");
+        let sent = out(v, &f);
+        let repr = GreRepr::parse(sent).unwrap();
+        let expected = GreRepr {
+            protocol: gre::PROTO_IPV4,
+            checksum: true,
+            key: Some(7),
+            sequence: Some(expected_seq),
         };
-        let repr = GreRepr::parse(&f[start..start + len]).unwrap();
-        assert_eq!(
-            repr,
-            GreRepr {
-                protocol: gre::PROTO_IPV4,
-                checksum: true,
-                key: Some(7),
-                sequence: Some(expected_seq)
-            }
-        );
-        let out = &f[start + 16..start + len];
-        assert_eq!(out[8], 63);
-        assert_eq!(checksum::checksum(&out[..20]), 0);
+        assert_eq!(repr, expected);
+        let inner = &sent[16..];
+        assert_eq!(inner[8], 63);
+        assert_eq!(checksum::checksum(&inner[..20]), 0);
     }
-    assert_eq!(st.hairpin.packets.get(), 3);
-    assert_eq!(st.peer(0).unwrap().rx.packets.get(), 3);
+    assert_eq!(n.st.hairpin.packets.get(), 3);
+    assert_eq!(n.st.peer(0).unwrap().rx.packets.get(), 3);
 }
 
 #[test]
 fn hub_delivers_its_own_and_unknown_destinations_to_the_tun() {
-    let dp = hub();
-    let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
-    let inner = echo(LAN1, [203, 0, 113, 194], 84);
-    let g = gre(plain(gre::PROTO_IPV4, None), &inner);
-    let (mut f, s) = framed(&g);
-    let v = dp.from_underlay(
-        &mut ws,
-        &st,
-        &mut f,
-        s,
-        g.len(),
-        "192.0.2.11".parse().unwrap(),
-        false,
-    );
+    let mut n = hub();
+    let inner = echo(LAN1, HUB_LAN, 84);
+    let (v, f) = n.underlay(&gre(plain(gre::PROTO_IPV4, None), &inner), "192.0.2.11");
     assert_eq!(
         v,
         Verdict::Tun {
-            start: s + 4,
+            start: HEADROOM + 4,
             len: 84
         }
     );
-    assert_eq!(&f[s + 4..s + 88], &inner[..]);
+    assert_eq!(out(v, &f), &inner[..]);
 }
 
 #[test]
 fn strips_the_outer_ipv4_header_of_raw_sockets() {
-    let dp = hub();
-    let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
-    let inner = echo(LAN1, [203, 0, 113, 194], 84);
-    let g = gre(plain(gre::PROTO_IPV4, None), &inner);
+    let mut n = hub();
+    let g = gre(plain(gre::PROTO_IPV4, None), &echo(LAN1, HUB_LAN, 84));
     let mut outer = vec![
         0x45, 0, 0, 0, 0, 0, 0, 0, 64, 47, 0, 0, 192, 0, 2, 11, 192, 0, 2, 1,
     ];
     outer[2..4].copy_from_slice(&((20 + g.len()) as u16).to_be_bytes());
     outer.extend_from_slice(&g);
-    let (mut f, s) = framed(&outer);
-    let v = dp.from_underlay(
-        &mut ws,
-        &st,
-        &mut f,
-        s,
-        outer.len(),
-        "192.0.2.11".parse().unwrap(),
-        true,
-    );
+    let (v, _) = n.underlay_raw(&outer, "192.0.2.11", true);
     assert_eq!(
         v,
         Verdict::Tun {
-            start: s + 24,
+            start: HEADROOM + 24,
             len: 84
         }
     );
@@ -227,52 +237,16 @@ fn strips_the_outer_ipv4_header_of_raw_sockets() {
 
 #[test]
 fn underlay_drops_are_counted_by_reason() {
-    let dp = hub();
-    let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
+    let mut n = hub();
     let inner = echo(LAN1, LAN2, 60);
-    let from = |a: &str| a.parse::<IpAddr>().unwrap();
-    let mut cases: Vec<(Vec<u8>, IpAddr, DropReason)> = vec![
-        (vec![0, 0], from("192.0.2.11"), DropReason::Truncated),
-        (
-            gre(plain(gre::PROTO_IPV4, None), &inner),
-            from("192.0.2.99"),
-            DropReason::UnknownPeer,
-        ),
-        (
-            gre(plain(gre::PROTO_IPV4, Some(1)), &inner),
-            from("192.0.2.11"),
-            DropReason::KeyMismatch,
-        ),
-        (
-            gre(plain(gre::PROTO_IPV4, None), &inner),
-            from("192.0.2.12"),
-            DropReason::KeyMismatch,
-        ),
-        (
-            gre(plain(0x6558, None), &inner),
-            from("192.0.2.11"),
-            DropReason::UnsupportedProtocol,
-        ),
-        (
-            gre(plain(gre::PROTO_IPV6, None), &inner),
-            from("192.0.2.11"),
-            DropReason::InnerMalformed,
-        ),
-        (
-            gre(plain(gre::PROTO_IPV4, None), &inner[..10]),
-            from("192.0.2.11"),
-            DropReason::InnerMalformed,
-        ),
-    ];
-    let mut bad = gre(plain(gre::PROTO_IPV4, None), &inner);
-    bad[1] = 1;
-    cases.push((bad.clone(), from("192.0.2.11"), DropReason::BadVersion));
-    bad[1] = 0;
-    bad[0] = 0x40;
-    cases.push((bad.clone(), from("192.0.2.11"), DropReason::RoutingPresent));
-    bad[0] = 0x08;
-    cases.push((bad, from("192.0.2.11"), DropReason::ReservedBits));
-    let mut csum = gre(
+    let ok = gre(plain(gre::PROTO_IPV4, None), &inner);
+    let with_flags = |b0: u8, b1: u8| {
+        let mut p = ok.clone();
+        p[0] = b0;
+        p[1] = b1;
+        p
+    };
+    let mut bad_sum = gre(
         GreRepr {
             protocol: gre::PROTO_IPV4,
             checksum: true,
@@ -281,19 +255,47 @@ fn underlay_drops_are_counted_by_reason() {
         },
         &inner,
     );
-    csum[30] ^= 0xff;
-    cases.push((csum, from("192.0.2.11"), DropReason::BadChecksum));
+    bad_sum[30] ^= 0xff;
+    let cases: Vec<(Vec<u8>, &str, DropReason)> = vec![
+        (vec![0, 0], "192.0.2.11", DropReason::Truncated),
+        (ok.clone(), "192.0.2.99", DropReason::UnknownPeer),
+        (
+            gre(plain(gre::PROTO_IPV4, Some(1)), &inner),
+            "192.0.2.11",
+            DropReason::KeyMismatch,
+        ),
+        (ok.clone(), "192.0.2.12", DropReason::KeyMismatch),
+        (
+            gre(plain(0x6558, None), &inner),
+            "192.0.2.11",
+            DropReason::UnsupportedProtocol,
+        ),
+        (
+            gre(plain(gre::PROTO_IPV6, None), &inner),
+            "192.0.2.11",
+            DropReason::InnerMalformed,
+        ),
+        (
+            gre(plain(gre::PROTO_IPV4, None), &inner[..10]),
+            "192.0.2.11",
+            DropReason::InnerMalformed,
+        ),
+        (with_flags(0, 1), "192.0.2.11", DropReason::BadVersion),
+        (
+            with_flags(0x40, 0),
+            "192.0.2.11",
+            DropReason::RoutingPresent,
+        ),
+        (with_flags(0x08, 0), "192.0.2.11", DropReason::ReservedBits),
+        (bad_sum, "192.0.2.11", DropReason::BadChecksum),
+    ];
     for (pkt, src, reason) in cases {
-        let before = st.drops(reason);
-        let (mut f, s) = framed(&pkt);
-        assert_eq!(
-            dp.from_underlay(&mut ws, &st, &mut f, s, pkt.len(), src, false),
-            Verdict::Drop(reason)
-        );
-        assert_eq!(st.drops(reason), before + 1, "{reason:?}");
+        let before = n.st.drops(reason);
+        assert_eq!(n.underlay(&pkt, src).0, Verdict::Drop(reason));
+        assert_eq!(n.st.drops(reason), before + 1, "{reason:?}");
     }
     assert_eq!(
-        st.rx.packets.get(),
+        n.st.rx.packets.get(),
         3,
         "only the packets that passed the GRE and peer checks"
     );
@@ -301,22 +303,16 @@ fn underlay_drops_are_counted_by_reason() {
 
 #[test]
 fn out_of_order_sequence_numbers_are_dropped() {
-    let dp = hub();
-    let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
-    let inner = echo(LAN2, [203, 0, 113, 194], 60);
-    let src: IpAddr = "192.0.2.12".parse().unwrap();
+    let mut n = hub();
+    let inner = echo(LAN2, HUB_LAN, 60);
     let mut run = |seq: u32| {
-        let g = gre(
-            GreRepr {
-                protocol: gre::PROTO_IPV4,
-                checksum: false,
-                key: Some(7),
-                sequence: Some(seq),
-            },
-            &inner,
-        );
-        let (mut f, s) = framed(&g);
-        dp.from_underlay(&mut ws, &st, &mut f, s, g.len(), src, false)
+        let repr = GreRepr {
+            protocol: gre::PROTO_IPV4,
+            checksum: false,
+            key: Some(7),
+            sequence: Some(seq),
+        };
+        n.underlay(&gre(repr, &inner), "192.0.2.12").0
     };
     assert!(matches!(run(u32::MAX - 1), Verdict::Tun { .. }));
     assert!(matches!(run(u32::MAX), Verdict::Tun { .. }));
@@ -328,24 +324,13 @@ fn out_of_order_sequence_numbers_are_dropped() {
 
 #[test]
 fn nhrp_goes_to_the_control_path() {
-    let dp = hub();
-    let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
-    let g = gre(plain(gre::PROTO_NHRP, None), &[0u8; 20]);
-    let (mut f, s) = framed(&g);
-    let v = dp.from_underlay(
-        &mut ws,
-        &st,
-        &mut f,
-        s,
-        g.len(),
-        "192.0.2.11".parse().unwrap(),
-        false,
-    );
+    let mut n = hub();
+    let (v, _) = n.underlay(&gre(plain(gre::PROTO_NHRP, None), &[0u8; 20]), "192.0.2.11");
     assert_eq!(
         v,
         Verdict::Control {
             peer: 0,
-            start: s + 4,
+            start: HEADROOM + 4,
             len: 20
         }
     );
@@ -353,14 +338,10 @@ fn nhrp_goes_to_the_control_path() {
 
 #[test]
 fn too_big_with_df_from_tun_returns_frag_needed_into_the_tun() {
-    let dp = spoke();
-    let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
-    let pkt = echo(LAN1, LAN2, 1480);
-    let (mut f, s) = framed(&pkt);
-    let Verdict::Tun { start, len } = dp.from_tun(&mut ws, &st, &mut f, s, pkt.len()) else {
-        panic!()
-    };
-    let err = &f[start..start + len];
+    let mut n = spoke();
+    let (v, f) = n.tun(&echo(LAN1, LAN2, 1480));
+    assert!(matches!(v, Verdict::Tun { .. }), "{v:?}");
+    let err = out(v, &f);
     assert_eq!(&err[16..20], &LAN1);
     assert_eq!(&err[12..16], &[198, 51, 100, 11]);
     assert_eq!(&err[20..22], &[3, 4]);
@@ -369,52 +350,28 @@ fn too_big_with_df_from_tun_returns_frag_needed_into_the_tun() {
         1472,
         "inner MTU to the hub: 1500 - 20 - GRE with key (8)"
     );
-    assert_eq!(st.drops(DropReason::TooBig), 1);
+    assert_eq!(n.st.drops(DropReason::TooBig), 1);
 }
 
 #[test]
 fn too_big_without_df_is_sent_for_outer_fragmentation() {
-    let dp = spoke();
-    let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
+    let mut n = spoke();
     let mut pkt = echo(LAN1, LAN2, 1480);
     pkt[6] = 0;
-    pkt[10..12].fill(0);
-    let c = checksum::checksum(&pkt[..20]);
-    pkt[10..12].copy_from_slice(&c.to_be_bytes());
-    let (mut f, s) = framed(&pkt);
-    assert!(matches!(
-        dp.from_tun(&mut ws, &st, &mut f, s, pkt.len()),
-        Verdict::Underlay { peer: 0, .. }
-    ));
+    fix_ipv4_checksum(&mut pkt);
+    assert!(matches!(n.tun(&pkt).0, Verdict::Underlay { peer: 0, .. }));
 }
 
 #[test]
 fn hub_returns_frag_needed_to_the_ingress_spoke_when_egress_is_smaller() {
-    let dp = hub();
-    let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
+    let mut n = hub();
     // Spoke2's path carries checksum + key + sequence: inner MTU 1464.
-    let inner = echo(LAN1, LAN2, 1470);
-    let g = gre(plain(gre::PROTO_IPV4, None), &inner);
-    let (mut f, s) = framed(&g);
-    let v = dp.from_underlay(
-        &mut ws,
-        &st,
-        &mut f,
-        s,
-        g.len(),
-        "192.0.2.11".parse().unwrap(),
-        false,
+    let (v, f) = n.underlay(
+        &gre(plain(gre::PROTO_IPV4, None), &echo(LAN1, LAN2, 1470)),
+        "192.0.2.11",
     );
-    let Verdict::Underlay {
-        peer: 0,
-        start,
-        len,
-        ..
-    } = v
-    else {
-        panic!("{v:?}")
-    };
-    let err = &f[start + 4..start + len];
+    assert!(matches!(v, Verdict::Underlay { peer: 0, .. }), "{v:?}");
+    let err = &out(v, &f)[4..];
     assert_eq!(&err[20..22], &[3, 4]);
     assert_eq!(u16::from_be_bytes([err[26], err[27]]), 1464);
     assert_eq!(&err[16..20], &LAN1);
@@ -422,51 +379,25 @@ fn hub_returns_frag_needed_to_the_ingress_spoke_when_egress_is_smaller() {
 
 #[test]
 fn mss_is_clamped_in_both_directions() {
-    let dp = spoke();
-    let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
+    let mut n = spoke();
     let syn = tcp_syn_v4(1460);
-    let (mut f, s) = framed(&syn);
-    let Verdict::Underlay { start, .. } = dp.from_tun(&mut ws, &st, &mut f, s, syn.len()) else {
-        panic!()
-    };
-    assert_eq!(
-        u16::from_be_bytes([f[start + 8 + 42], f[start + 8 + 43]]),
-        1360
-    );
-    let g = gre(plain(gre::PROTO_IPV4, Some(42)), &syn);
-    let (mut f, s) = framed(&g);
-    let v = dp.from_underlay(
-        &mut ws,
-        &st,
-        &mut f,
-        s,
-        g.len(),
-        "192.0.2.1".parse().unwrap(),
-        false,
-    );
-    let Verdict::Tun { start, .. } = v else {
-        panic!("{v:?}")
-    };
-    assert_eq!(u16::from_be_bytes([f[start + 42], f[start + 43]]), 1360);
-    assert_eq!(st.mss_clamped.get(), 2);
+    let (v, f) = n.tun(&syn);
+    let sent = out(v, &f);
+    assert_eq!(u16::from_be_bytes([sent[8 + 42], sent[8 + 43]]), 1360);
+    let (v, f) = n.underlay(&gre(plain(gre::PROTO_IPV4, Some(42)), &syn), "192.0.2.1");
+    assert!(matches!(v, Verdict::Tun { .. }), "{v:?}");
+    let delivered = out(v, &f);
+    assert_eq!(u16::from_be_bytes([delivered[42], delivered[43]]), 1360);
+    assert_eq!(n.st.mss_clamped.get(), 2);
 }
 
 #[test]
 fn ttl_expiry_on_hairpin_is_counted() {
-    let dp = hub();
-    let (mut ws, st) = (WorkerState::new(&dp), WorkerStats::new(2));
+    let mut n = hub();
     let mut inner = echo(LAN1, LAN2, 60);
     inner[8] = 1;
-    let g = gre(plain(gre::PROTO_IPV4, None), &inner);
-    let (mut f, s) = framed(&g);
-    let v = dp.from_underlay(
-        &mut ws,
-        &st,
-        &mut f,
-        s,
-        g.len(),
-        "192.0.2.11".parse().unwrap(),
-        false,
-    );
+    fix_ipv4_checksum(&mut inner);
+    let (v, _) = n.underlay(&gre(plain(gre::PROTO_IPV4, None), &inner), "192.0.2.11");
     assert_eq!(v, Verdict::Drop(DropReason::TtlExpired));
+    assert_eq!(n.st.drops(DropReason::TtlExpired), 1);
 }
