@@ -41,8 +41,10 @@
 
 set -euo pipefail
 
-SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd)
+LOG_TAG=bench
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
 T=${BENCH_SECONDS:-5}
 SKIP_MGRE=${SKIP_MGRE:-0}
 KEY=${BENCH_KEY:-42}
@@ -51,10 +53,6 @@ SEQUENCE=${BENCH_SEQUENCE:-false}
 READY_TIMEOUT=20
 
 P="mgb$$"
-CREATED_NS=()
-declare -A PIDS=() # pid -> label: processes this run started and has not reaped yet
-TMP=""
-MGRE=""
 MGRE_UNAVAILABLE="" # reason the mgre rows are skipped, if any
 ANY_FAIL=0
 
@@ -67,158 +65,29 @@ R_REF=()    # index of the VXLAN reference row for the ratio
 R_STATUS=() # ok | FAIL: ... | skipped: ...
 R_CMD=()
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() {
-	log "ERROR: $*"
-	exit 1
-}
-
 [[ $T =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer (got '$T')"
 [[ $KEY =~ ^([0-9]+|none)$ ]] || die "BENCH_KEY must be a number or 'none'"
 [[ $CHECKSUM =~ ^(true|false)$ ]] || die "BENCH_CHECKSUM must be true or false"
 [[ $SEQUENCE =~ ^(true|false)$ ]] || die "BENCH_SEQUENCE must be true or false"
 
-# True if $1 is a live, direct child of this shell (never signal anything else).
-our_child() {
-	local pid=$1 stat rest ppid
-	[[ -r /proc/$pid/stat ]] || return 1
-	stat=$(<"/proc/$pid/stat") || return 1
-	rest=${stat##*) }
-	read -r _ ppid _ <<<"$rest"
-	[[ $ppid == "$$" ]]
-}
-
-is_zombie() { [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
-
-# stop_pid PID [grace-seconds]: SIGTERM, wait, SIGKILL; STOP_RC = exit status.
-STOP_RC=0
-stop_pid() {
-	local pid=$1 grace=${2:-5} i
-	STOP_RC=0
-	if our_child "$pid"; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < grace * 10; i++)); do
-			if ! our_child "$pid" || is_zombie "$pid"; then break; fi
-			sleep 0.1
-		done
-		if our_child "$pid" && ! is_zombie "$pid"; then
-			log "pid $pid (${PIDS[$pid]:-?}) ignored SIGTERM, sending SIGKILL"
-			kill -KILL "$pid" 2>/dev/null || true
-		fi
-	fi
-	wait "$pid" 2>/dev/null || STOP_RC=$?
-	unset "PIDS[$pid]"
-}
-
-# run_tracked OUTFILE CMD...: run CMD in the background (so that a signal to
-# this script interrupts the wait at once and cleanup can kill CMD by PID),
-# output to OUTFILE; returns CMD's exit status.
-run_tracked() {
-	local out=$1 pid rc=0
-	shift
-	"$@" >"$out" 2>&1 &
-	pid=$!
-	PIDS[$pid]="$*"
-	wait "$pid" || rc=$?
-	unset "PIDS[$pid]"
-	return "$rc"
-}
-
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-	local rc=$? pid i
-	trap - EXIT INT TERM
-	set +e
-	for pid in "${!PIDS[@]}"; do
-		if our_child "$pid"; then kill -TERM "$pid" 2>/dev/null; fi
-	done
-	for pid in "${!PIDS[@]}"; do stop_pid "$pid" 3; done
-	for ((i = ${#CREATED_NS[@]} - 1; i >= 0; i--)); do
-		ip netns delete "${CREATED_NS[i]}" 2>/dev/null
-	done
-	if [[ -n $TMP && -d $TMP ]]; then
-		if [[ $rc -eq 1 || ${BENCH_KEEP_TMP:-0} == 1 ]]; then
-			log "generated configs and logs kept in $TMP"
-		else
-			rm -rf -- "$TMP"
-		fi
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# nssysctl NS key value (writes /proc/sys directly: no dependency on procps)
-nssysctl() {
-	local path="/proc/sys/${2//.//}"
-	# shellcheck disable=SC2016 # expanded by the inner sh
-	ip netns exec "$1" sh -c 'echo "$1" > "$2"' sh "$3" "$path"
-}
-
-new_ns() {
-	local ns=$1
-	ip netns add "$ns"
-	CREATED_NS+=("$ns")
-	ip -n "$ns" link set lo up
-	nssysctl "$ns" net.ipv6.conf.all.accept_dad 0
-	nssysctl "$ns" net.ipv6.conf.default.accept_dad 0
-}
-
-del_ns() {
-	local ns=$1 i
-	ip netns delete "$ns"
-	for i in "${!CREATED_NS[@]}"; do
-		if [[ ${CREATED_NS[i]} == "$ns" ]]; then unset "CREATED_NS[i]"; fi
-	done
-	CREATED_NS=("${CREATED_NS[@]}")
-}
+# daemons, iperf3, namespaces and (unless a row failed) $TMP go on every exit path
+install_cleanup_traps BENCH_KEEP_TMP "generated configs and logs"
 
 #--------------------------------------------------------------------------
 # prerequisites
 #--------------------------------------------------------------------------
-[[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces, TUN)"
-missing=()
-command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-command -v ss >/dev/null 2>&1 || missing+=(iproute2)
-command -v bridge >/dev/null 2>&1 || missing+=(iproute2)
-command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
-command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
-if ((${#missing[@]})); then
-	command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
-	log "installing: ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update
-	apt-get install -y "${missing[@]}"
-fi
+require_root
+install_missing ip:iproute2 ss:iproute2 bridge:iproute2 ping:iputils-ping iperf3:iperf3
 
-TMP=$(mktemp -d "/tmp/mgre-bench.$$.XXXXXX")
-chmod 700 "$TMP"
-
-build_mgre() {
-	local owner home cargo
-	owner=$(stat -c %U "$REPO_ROOT")
-	log "building: cargo build --release -p mgre (in $REPO_ROOT)"
-	if [[ $owner != root ]] && command -v runuser >/dev/null 2>&1; then
-		home=$(getent passwd "$owner" | cut -d: -f6)
-		(cd "$REPO_ROOT" && runuser -u "$owner" -- env HOME="$home" \
-			PATH="$home/.cargo/bin:$PATH" cargo build --release -p mgre) >&2
-	else
-		cargo=$(command -v cargo || true)
-		[[ -n $cargo ]] || cargo="${HOME:-/root}/.cargo/bin/cargo"
-		[[ -x $cargo ]] || return 1
-		(cd "$REPO_ROOT" && "$cargo" build --release -p mgre) >&2
-	fi
-}
+make_tmp bench
 
 if [[ $SKIP_MGRE == 1 ]]; then
 	MGRE_UNAVAILABLE="SKIP_MGRE=1"
 elif [[ -n ${MGRE_BIN:-} ]]; then
 	MGRE=$MGRE_BIN
 	[[ -x $MGRE ]] || MGRE_UNAVAILABLE="MGRE_BIN=$MGRE_BIN is not executable"
-elif build_mgre; then
-	MGRE="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/mgre"
-	[[ $MGRE == /* ]] || MGRE="$REPO_ROOT/$MGRE"
+elif build_mgre optional; then
+	use_built_mgre
 	[[ -x $MGRE ]] || MGRE_UNAVAILABLE="no binary at $MGRE"
 else
 	MGRE_UNAVAILABLE="cargo build --release -p mgre failed"
@@ -246,7 +115,7 @@ add_row() {
 # Sets IPERF_GBPS, IPERF_RETR, IPERF_CMD, IPERF_ERR; returns 1 on failure.
 IPERF_GBPS="" IPERF_RETR="" IPERF_CMD="" IPERF_ERR=""
 run_iperf() {
-	local cns=$1 sns=$2 dst=$3 spid i out
+	local cns=$1 sns=$2 dst=$3 spid out
 	IPERF_GBPS="" IPERF_RETR="" IPERF_ERR=""
 	IPERF_CMD="ip netns exec $cns iperf3 -c $dst -t $T -f g   (server: ip netns exec $sns iperf3 -s -1 -B $dst)"
 	# connectivity first, so a broken path fails fast instead of in iperf3
@@ -254,19 +123,13 @@ run_iperf() {
 		IPERF_ERR="no ping reply from $dst"
 		return 1
 	fi
-	ip netns exec "$sns" timeout $((T + 30)) iperf3 -s -1 -B "$dst" >>"$TMP/iperf3-server.log" 2>&1 &
-	spid=$!
-	PIDS[$spid]="iperf3 server"
-	for ((i = 0; i < 50; i++)); do
-		if [[ -n $(ip netns exec "$sns" ss -Hltn 'sport = :5201' 2>/dev/null) ]]; then break; fi
-		sleep 0.1
-	done
+	start_iperf_server "$sns" "$dst" "$T" >>"$TMP/iperf3-server.log" 2>&1
+	spid=$SPAWNED_PID
 	log "iperf3 -c $dst -t $T ($cns -> $sns)"
 	if run_tracked "$TMP/iperf3-client.out" timeout $((T + 20)) ip netns exec "$cns" iperf3 -c "$dst" -t "$T" -f g; then
 		out=$(<"$TMP/iperf3-client.out")
 		printf '%s\n' "$out" >>"$TMP/iperf3-client.log"
-		IPERF_GBPS=$(awk '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "Gbits/sec") v = $(i - 1)} END {print v}' <<<"$out")
-		IPERF_RETR=$(awk '/sender/ {for (i = 1; i <= NF; i++) if ($i == "Gbits/sec") v = $(i + 1)} END {print v}' <<<"$out")
+		iperf_parse "$out"
 		[[ $IPERF_RETR =~ ^[0-9]+$ ]] || IPERF_RETR=""
 		[[ -n $IPERF_GBPS ]] || IPERF_ERR="unparsable iperf3 output"
 	else
@@ -333,27 +196,8 @@ start_daemon() {
 		log "mgre check failed for $cfg: $out"
 		return 1
 	fi
-	ip netns exec "$ns" "$MGRE" run --config "$cfg" >"${cfg%.toml}.log" 2>&1 &
-	DPID[$label]=$!
-	PIDS[$!]="mgre $label"
-}
-
-# wait_ready LABEL CONFIG
-wait_ready() {
-	local label=$1 cfg=$2 deadline=$((SECONDS + READY_TIMEOUT))
-	while ((SECONDS < deadline)); do
-		if timeout 3 "$MGRE" show stats --socket "${cfg%.toml}.sock" >/dev/null 2>&1 &&
-			our_child "${DPID[$label]}"; then return 0; fi
-		if ! our_child "${DPID[$label]}"; then
-			log "mgre $label exited early; last log lines:"
-			tail -n 20 "${cfg%.toml}.log" >&2 || true
-			return 1
-		fi
-		sleep 0.2
-	done
-	log "mgre $label not ready after ${READY_TIMEOUT}s; last log lines:"
-	tail -n 20 "${cfg%.toml}.log" >&2 || true
-	return 1
+	spawn_tracked "mgre $label" ip netns exec "$ns" "$MGRE" run --config "$cfg" >"${cfg%.toml}.log" 2>&1
+	DPID[$label]=$SPAWNED_PID
 }
 
 # stop_daemons LABEL...: SIGTERM each; returns 1 if one did not exit 0
@@ -392,7 +236,7 @@ mgre_row() {
 	if ((ok)); then
 		for d in "$@"; do
 			IFS='|' read -r label ns cfg <<<"$d"
-			wait_ready "$label" "$cfg" || ok=0
+			wait_mgre_ready "$label" "${DPID[$label]}" "${cfg%.toml}.sock" "${cfg%.toml}.log" " not ready" || ok=0
 		done
 	fi
 	if ((!ok)); then

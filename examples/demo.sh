@@ -32,8 +32,10 @@
 
 set -euo pipefail
 
-SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd)
+LOG_TAG=demo
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
 IPERF_SECONDS=${DEMO_IPERF_SECONDS:-3}
 READY_TIMEOUT=30 # seconds to wait for each daemon's control socket
 
@@ -49,19 +51,9 @@ declare -A HOST4=([hub]=203.0.113.194 [spoke1]=203.0.113.2 [spoke2]=203.0.113.66
 declare -A LAN6=([hub]=2001:db8:ff::1/64 [spoke1]=2001:db8:1::1/64 [spoke2]=2001:db8:2::1/64 [spoke3]=2001:db8:3::1/64)
 declare -A HOST6=([hub]=2001:db8:ff::2 [spoke1]=2001:db8:1::2 [spoke2]=2001:db8:2::2 [spoke3]=2001:db8:3::2)
 
-CREATED_NS=()   # namespaces this run created, deleted at exit
-declare -A PIDS=() # pid -> label, processes this run started and has not reaped yet
-TMP=""
-MGRE=""
 CHECK_LINES=()
 FAILED=0
 THROUGHPUT="n/a"
-
-log() { printf '[demo] %s\n' "$*" >&2; }
-die() {
-	log "ERROR: $*"
-	exit 1
-}
 
 # record_check PASS|FAIL "description"
 record_check() {
@@ -70,150 +62,26 @@ record_check() {
 	log "$1: $2"
 }
 
-# True if $1 is a live, direct child of this shell (never signal anything else).
-our_child() {
-	local pid=$1 stat rest
-	[[ -r /proc/$pid/stat ]] || return 1
-	stat=$(<"/proc/$pid/stat") || return 1
-	rest=${stat##*) }    # skip "pid (comm) "
-	read -r _ ppid _ <<<"$rest"
-	[[ $ppid == "$$" ]]
-}
-
-# stop_pid PID [grace-seconds]: SIGTERM, wait, SIGKILL; sets STOP_RC to the exit status.
-STOP_RC=0
-stop_pid() {
-	local pid=$1 grace=${2:-5} i
-	STOP_RC=0
-	if our_child "$pid"; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < grace * 10; i++)); do
-			# a reaped-by-bash or zombie child no longer counts as running
-			if ! our_child "$pid" || [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == Z ]]; then break; fi
-			sleep 0.1
-		done
-		if our_child "$pid" && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]; then
-			log "pid $pid (${PIDS[$pid]:-?}) ignored SIGTERM, sending SIGKILL"
-			kill -KILL "$pid" 2>/dev/null || true
-		fi
-	fi
-	wait "$pid" 2>/dev/null || STOP_RC=$?
-	unset "PIDS[$pid]"
-}
-
-# run_tracked OUTFILE CMD...: run CMD in the background (so that a signal to
-# this script interrupts the wait at once and cleanup can kill CMD by PID),
-# output to OUTFILE; returns CMD's exit status.
-run_tracked() {
-	local out=$1 pid rc=0
-	shift
-	"$@" >"$out" 2>&1 &
-	pid=$!
-	PIDS[$pid]="$*"
-	wait "$pid" || rc=$?
-	unset "PIDS[$pid]"
-	return "$rc"
-}
-
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-	local rc=$? pid ns i
-	trap - EXIT INT TERM
-	set +e
-	for pid in "${!PIDS[@]}"; do
-		if our_child "$pid"; then kill -TERM "$pid" 2>/dev/null; fi
-	done
-	for pid in "${!PIDS[@]}"; do stop_pid "$pid" 3; done
-	for ((i = ${#CREATED_NS[@]} - 1; i >= 0; i--)); do
-		ns=${CREATED_NS[i]}
-		ip netns delete "$ns" 2>/dev/null
-	done
-	if [[ -n $TMP && -d $TMP ]]; then
-		if [[ $rc -eq 1 || ${DEMO_KEEP_TMP:-0} == 1 ]]; then
-			log "configs and logs kept in $TMP"
-		else
-			rm -rf -- "$TMP"
-		fi
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-nsx() { # nsx NS cmd...: run a command in a namespace
-	local ns=$1
-	shift
-	ip netns exec "$ns" "$@"
-}
-
-# nssysctl NS key value (writes /proc/sys directly: no dependency on procps)
-nssysctl() {
-	local path="/proc/sys/${2//.//}"
-	# shellcheck disable=SC2016 # expanded by the inner sh
-	nsx "$1" sh -c 'echo "$1" > "$2"' sh "$3" "$path"
-}
-
-new_ns() {
-	local ns=$1
-	ip netns add "$ns"
-	CREATED_NS+=("$ns")
-	ip -n "$ns" link set lo up
-	# no IPv6 duplicate address detection: addresses are usable immediately
-	nssysctl "$ns" net.ipv6.conf.all.accept_dad 0
-	nssysctl "$ns" net.ipv6.conf.default.accept_dad 0
-}
+# daemons, iperf3, namespaces and (unless a check failed) $TMP go on every exit path
+install_cleanup_traps DEMO_KEEP_TMP "configs and logs"
 
 #--------------------------------------------------------------------------
 # 0. prerequisites
 #--------------------------------------------------------------------------
-[[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces, TUN)"
-
-install_missing() {
-	local pkgs=()
-	command -v ip >/dev/null 2>&1 || pkgs+=(iproute2)
-	command -v ss >/dev/null 2>&1 || pkgs+=(iproute2)
-	command -v ping >/dev/null 2>&1 || pkgs+=(iputils-ping)
-	command -v iperf3 >/dev/null 2>&1 || pkgs+=(iperf3)
-	if ((${#pkgs[@]})); then
-		command -v apt-get >/dev/null 2>&1 || die "missing ${pkgs[*]} and no apt-get to install them"
-		log "installing: ${pkgs[*]}"
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update
-		apt-get install -y "${pkgs[@]}"
-	fi
-}
-install_missing
+require_root
+install_missing ip:iproute2 ss:iproute2 ping:iputils-ping iperf3:iperf3
 [[ -c /dev/net/tun ]] || die "/dev/net/tun is missing (TUN support required)"
 
-# Build as the owner of the checkout when that is not root (keeps target/ theirs).
-build_mgre() {
-	local owner home cargo
-	owner=$(stat -c %U "$REPO_ROOT")
-	log "building: cargo build --release -p mgre (in $REPO_ROOT)"
-	if [[ $owner != root ]] && command -v runuser >/dev/null 2>&1; then
-		home=$(getent passwd "$owner" | cut -d: -f6)
-		(cd "$REPO_ROOT" && runuser -u "$owner" -- env HOME="$home" \
-			PATH="$home/.cargo/bin:$PATH" cargo build --release -p mgre)
-	else
-		cargo=$(command -v cargo || true)
-		[[ -n $cargo ]] || cargo="${HOME:-/root}/.cargo/bin/cargo"
-		[[ -x $cargo ]] || die "cargo not found (install Rust: https://rustup.rs), or set MGRE_BIN"
-		(cd "$REPO_ROOT" && "$cargo" build --release -p mgre)
-	fi
-}
 if [[ -n ${MGRE_BIN:-} ]]; then
 	MGRE=$MGRE_BIN
 	log "using MGRE_BIN=$MGRE (no build)"
 else
-	build_mgre
-	MGRE="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/mgre"
-	[[ $MGRE == /* ]] || MGRE="$REPO_ROOT/$MGRE"
+	build_mgre require
+	use_built_mgre
 fi
 [[ -x $MGRE ]] || die "mgre binary not found at $MGRE"
 
-TMP=$(mktemp -d "/tmp/mgre-demo.$$.XXXXXX")
-chmod 700 "$TMP"
+make_tmp demo
 
 #--------------------------------------------------------------------------
 # 1. configs: the examples, with only the socket path rewritten
@@ -298,33 +166,13 @@ done
 declare -A DPID
 for site in "${SITES[@]}"; do
 	log "starting mgre run in ${NS[$site]} (log: $TMP/$site.log)"
-	ip netns exec "${NS[$site]}" "$MGRE" run --config "${CFG[$site]}" >"$TMP/$site.log" 2>&1 &
-	DPID[$site]=$!
-	PIDS[${DPID[$site]}]="mgre $site"
+	spawn_tracked "mgre $site" ip netns exec "${NS[$site]}" "$MGRE" run --config "${CFG[$site]}" >"$TMP/$site.log" 2>&1
+	DPID[$site]=$SPAWNED_PID
 done
 
-# wait_ready SITE: poll `mgre show stats --socket` until it answers (bounded).
-wait_ready() {
-	local site=$1 deadline=$((SECONDS + READY_TIMEOUT))
-	while ((SECONDS < deadline)); do
-		if timeout 3 "$MGRE" show stats --socket "${SOCK[$site]}" >/dev/null 2>&1 &&
-			our_child "${DPID[$site]}"; then
-			return 0
-		fi
-		if ! our_child "${DPID[$site]}"; then
-			log "mgre $site exited early; last log lines:"
-			tail -n 20 "$TMP/$site.log" >&2 || true
-			return 1
-		fi
-		sleep 0.2
-	done
-	log "mgre $site: no answer on ${SOCK[$site]} after ${READY_TIMEOUT}s; last log lines:"
-	tail -n 20 "$TMP/$site.log" >&2 || true
-	return 1
-}
 all_ready=1
 for site in "${SITES[@]}"; do
-	if wait_ready "$site"; then
+	if wait_mgre_ready "$site" "${DPID[$site]}" "${SOCK[$site]}" "$TMP/$site.log" ": no answer on ${SOCK[$site]}"; then
 		record_check PASS "mgre $site up (control socket answers)"
 	else
 		record_check FAIL "mgre $site up (control socket answers)"
@@ -361,25 +209,18 @@ ping_check spoke1 spoke3 6 "gre -> hub -> gre-udp"
 
 # iperf3: server in spoke2-LAN (one-off, bounded by timeout), client in spoke1-LAN
 iperf_check() {
-	local dst=${HOST4[spoke2]} spid i out rate retr
+	local dst=${HOST4[spoke2]} spid out
 	log "iperf3 -t $IPERF_SECONDS spoke1-LAN -> spoke2-LAN ($dst)"
-	ip netns exec "${LANNS[spoke2]}" timeout $((IPERF_SECONDS + 30)) \
-		iperf3 -s -1 -B "$dst" >"$TMP/iperf3-server.log" 2>&1 &
-	spid=$!
-	PIDS[$spid]="iperf3 server"
-	for ((i = 0; i < 50; i++)); do
-		if [[ -n $(ip netns exec "${LANNS[spoke2]}" ss -Hltn 'sport = :5201' 2>/dev/null) ]]; then break; fi
-		sleep 0.1
-	done
+	start_iperf_server "${LANNS[spoke2]}" "$dst" "$IPERF_SECONDS" >"$TMP/iperf3-server.log" 2>&1
+	spid=$SPAWNED_PID
 	if run_tracked "$TMP/iperf3-client.log" timeout $((IPERF_SECONDS + 20)) \
 		ip netns exec "${LANNS[spoke1]}" iperf3 -c "$dst" -t "$IPERF_SECONDS" -f g; then
 		out=$(<"$TMP/iperf3-client.log")
 		printf '%s\n' "$out" >&2
-		rate=$(awk '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "Gbits/sec") v = $(i - 1)} END {print v}' <<<"$out")
-		retr=$(awk '/sender/ {for (i = 1; i <= NF; i++) if ($i == "Gbits/sec") v = $(i + 1)} END {print v}' <<<"$out")
-		if [[ -n $rate ]]; then
-			THROUGHPUT="$rate Gbit/s (TCP, 1 flow, ${IPERF_SECONDS}s, retransmits: ${retr:-?})"
-			record_check PASS "iperf3 TCP spoke1-LAN -> spoke2-LAN: $rate Gbit/s"
+		iperf_parse "$out"
+		if [[ -n $IPERF_GBPS ]]; then
+			THROUGHPUT="$IPERF_GBPS Gbit/s (TCP, 1 flow, ${IPERF_SECONDS}s, retransmits: ${IPERF_RETR:-?})"
+			record_check PASS "iperf3 TCP spoke1-LAN -> spoke2-LAN: $IPERF_GBPS Gbit/s"
 		else
 			record_check FAIL "iperf3 TCP spoke1-LAN -> spoke2-LAN: no result"
 		fi

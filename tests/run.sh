@@ -35,4 +35,15 @@ fi
 cargo build --release --locked --workspace --all-targets
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 cargo build --release --locked -p mgre-sdk --target wasm32-unknown-unknown
-cargo test --release --locked --workspace
+
+# Run everything, then close with one summary line over all test binaries (the last cargo
+# line alone would be some crate's empty doc-test run).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release --locked --workspace 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+sum() { grep -oE "test result: [A-Za-z]+\. .*" "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+echo "tests: $(sum passed) passed, $(sum failed) failed"
+exit "$status"
