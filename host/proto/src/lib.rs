@@ -6,6 +6,7 @@
 //! the daemon drive it. Its dependency tree must stay free of tokio, sockets, libc and wasmtime.
 
 pub mod dataplane;
+pub mod flowcache;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod peer;
