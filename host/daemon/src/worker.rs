@@ -214,14 +214,16 @@ impl Worker {
                         start,
                         len,
                         flow,
-                    } if pick(peers[peer as usize].encap, flow) => Some((i, peer, start, len)),
+                        tos,
+                    } if pick(peers[peer as usize].encap, flow) => Some((i, peer, start, len, tos)),
                     _ => None,
                 })
         };
-        let items = selected().map(|(i, peer, start, len)| {
+        let items = selected().map(|(i, peer, start, len, tos)| {
             (
                 &lane.batch.frame(i)[start..start + len],
                 SocketAddr::new(peers[peer as usize].nbma, port),
+                tos,
             )
         });
         let report = queue.send(fd, items);
@@ -231,7 +233,7 @@ impl Worker {
         if let Some(e) = &report.error {
             tracing::trace!(error = %e, "underlay send failed");
         }
-        for (k, (_, peer, _, len)) in selected().enumerate() {
+        for (k, (_, peer, _, len, _)) in selected().enumerate() {
             if queue.failed(k) {
                 self.stats.count_drop(DropReason::TxError);
             } else {

@@ -137,6 +137,8 @@ impl FrameBatch {
 /// Reusable arrays for one `sendmmsg` per output.
 pub struct SendQueue {
     failed: Vec<bool>,
+    /// One control-message buffer per datagram (aligned for `cmsghdr`), for a per-packet TOS.
+    controls: Vec<[u64; 4]>,
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_storage>,
@@ -167,6 +169,7 @@ impl SendQueue {
     pub fn new(capacity: usize) -> Self {
         SendQueue {
             failed: vec![false; capacity],
+            controls: vec![[0; 4]; capacity],
             // SAFETY: all-zero is a valid value of these C structs.
             hdrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
             iovs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
@@ -174,16 +177,17 @@ impl SendQueue {
         }
     }
 
-    /// Sends every `(bytes, destination)` yielded by `items` (at most `capacity`) on `fd`
-    /// with as few `sendmmsg` calls as the kernel allows. A datagram the kernel rejects
-    /// (e.g. no route) is skipped and counted as failed; the rest are still sent.
+    /// Sends every `(bytes, destination, tos)` yielded by `items` (at most `capacity`) on `fd`
+    /// with as few `sendmmsg` calls as the kernel allows; a `Some(tos)` sets that datagram's
+    /// IPv4 TOS / IPv6 traffic class (DSCP << 2 | ECN). A datagram the kernel rejects (e.g. no
+    /// route) is skipped and counted as failed; the rest are still sent.
     pub fn send<'a>(
         &mut self,
         fd: RawFd,
-        items: impl Iterator<Item = (&'a [u8], SocketAddr)>,
+        items: impl Iterator<Item = (&'a [u8], SocketAddr, Option<u8>)>,
     ) -> SendReport {
         let mut n = 0;
-        for (data, dst) in items.take(self.hdrs.len()) {
+        for (data, dst, tos) in items.take(self.hdrs.len()) {
             self.iovs[n] = libc::iovec {
                 iov_base: data.as_ptr() as *mut _,
                 iov_len: data.len(),
@@ -194,8 +198,17 @@ impl SendQueue {
             h.msg_namelen = len;
             h.msg_iov = &raw mut self.iovs[n];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            match tos {
+                Some(tos) => {
+                    let buf = &mut self.controls[n];
+                    h.msg_control = buf.as_mut_ptr().cast();
+                    h.msg_controllen = write_tos_cmsg(buf, dst.is_ipv4(), tos);
+                }
+                None => {
+                    h.msg_control = std::ptr::null_mut();
+                    h.msg_controllen = 0;
+                }
+            }
             h.msg_flags = 0;
             self.failed[n] = false;
             n += 1;
@@ -239,6 +252,28 @@ impl SendQueue {
     /// Whether item `i` (in the order offered) of the last [`SendQueue::send`] failed.
     pub fn failed(&self, i: usize) -> bool {
         self.failed.get(i).copied().unwrap_or(false)
+    }
+}
+
+/// Writes one `IP_TOS` / `IPV6_TCLASS` control message into `buf`; returns its length.
+fn write_tos_cmsg(buf: &mut [u64; 4], ipv4: bool, tos: u8) -> usize {
+    let (level, ty) = if ipv4 {
+        (libc::IPPROTO_IP, libc::IP_TOS)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+    };
+    let value = i32::from(tos);
+    // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic; the buffer (32 bytes, 8-aligned) is at
+    // least CMSG_SPACE(4) = 24 bytes, so the header and the int payload fit.
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize;
+        debug_assert!(space <= std::mem::size_of_val(buf));
+        let hdr = buf.as_mut_ptr().cast::<libc::cmsghdr>();
+        (*hdr).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+        (*hdr).cmsg_level = level;
+        (*hdr).cmsg_type = ty;
+        std::ptr::write_unaligned(libc::CMSG_DATA(hdr).cast::<i32>(), value);
+        space
     }
 }
 
@@ -319,7 +354,13 @@ mod tests {
         let dst = rx.local_addr().unwrap();
         let payloads: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 100 + usize::from(i)]).collect();
         let mut q = SendQueue::new(16);
-        let r = q.send(tx.as_raw_fd(), payloads.iter().map(|p| (&p[..], dst)));
+        let r = q.send(
+            tx.as_raw_fd(),
+            payloads
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (&p[..], dst, (i % 2 == 0).then_some(0xb8))),
+        );
         assert_eq!((r.sent, r.offered), (10, 10));
         assert!(r.error.is_none());
         let mut b = FrameBatch::new(4, 64);

@@ -2,10 +2,12 @@
 //!
 //! A frame is a byte buffer holding one packet at `frame[start..start + len]` with at least
 //! [`HEADROOM`] bytes free before it, so encapsulation and ICMP errors are written in place.
-//! [`Dataplane::from_tun`] turns an inner packet into a GRE packet for a peer (or an ICMP error
-//! back into the TUN); [`Dataplane::from_underlay`] validates and decapsulates a GRE packet and
-//! delivers it to the TUN, hands NHRP to the control path, or — on a hub — re-encapsulates it
-//! straight to another spoke (hairpin). Every drop is counted in [`WorkerStats`] under its
+//! Each path has two halves so a policy can decide in between: [`Dataplane::inspect_tun`] and
+//! [`Dataplane::inspect_underlay`] validate (and decapsulate) a packet and find its default
+//! peer; [`Dataplane::forward`] applies a [`Policy`] and encapsulates for a peer, delivers to
+//! the TUN, answers with an ICMP error, or — on a hub — re-encapsulates straight to another
+//! spoke (hairpin). [`Dataplane::from_tun`] and [`Dataplane::from_underlay`] chain both halves
+//! with no policy. NHRP goes to the control path. Every drop is counted in [`WorkerStats`] under its
 //! reason. Immutable after construction (share it between workers); per-worker mutable state
 //! (GRE sequence numbers) lives in [`WorkerState`]. No I/O, no clock, no allocation per packet.
 
@@ -14,6 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rustc_hash::FxHashMap;
 
 use crate::peer::{Peer, PeerId};
+use crate::policy::{Action, Direction, Inspected, Policy};
 use crate::prefix::{Prefix, PrefixTable};
 use crate::stats::{DropReason, WorkerStats};
 use crate::wire::gre::{self, GreError, GreRepr};
@@ -56,6 +59,16 @@ pub struct DataplaneConfig {
     pub mss_clamp: Option<(u16, u16)>,
 }
 
+/// The outcome of the first half of a path: finished, or inspected and awaiting a policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Step {
+    /// Nothing left to decide (dropped, or for the control path).
+    Done(Verdict),
+    /// Validated; call [`Dataplane::forward`] with a policy.
+    Decide(Inspected),
+}
+
 /// What to do with a frame after a dataplane call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
@@ -71,6 +84,9 @@ pub enum Verdict {
         len: usize,
         /// Inner flow hash.
         flow: u32,
+        /// Outer traffic class (DSCP << 2 | ECN) a policy asked for; `None` leaves the
+        /// socket default.
+        tos: Option<u8>,
     },
     /// Write `frame[start..start + len]`, an inner IP packet, to the TUN.
     Tun {
@@ -171,7 +187,8 @@ impl Dataplane {
         self.endpoints_lookup(dst).or(self.cfg.nhs)
     }
 
-    /// Handles an inner packet read from the TUN at `frame[start..start + len]`.
+    /// Handles an inner packet read from the TUN at `frame[start..start + len]` with plain
+    /// forwarding: [`Dataplane::inspect_tun`] then [`Dataplane::forward`] with no policy.
     ///
     /// Work bound: one IP header parse, one LPM lookup, one GRE header emit (plus one
     /// checksum pass when the peer uses GRE checksums).
@@ -183,74 +200,98 @@ impl Dataplane {
         start: usize,
         len: usize,
     ) -> Verdict {
-        stats.tun_rx.count(len);
-        let Some(pkt) = frame.get_mut(start..start + len) else {
-            return drop(stats, DropReason::InnerMalformed);
-        };
-        let Ok(meta) = ip::parse(pkt) else {
-            return drop(stats, DropReason::InnerMalformed);
-        };
-        let len = meta.total_len;
-        let Some(peer) = self.route(meta.dst) else {
-            return drop(stats, DropReason::NoRoute);
-        };
-        if len > usize::from(self.peer_mtu(peer)) && meta.dont_fragment {
-            stats.count_drop(DropReason::TooBig);
-            return match self.too_big(stats, frame, start, len, &meta, self.peer_mtu(peer)) {
-                Some((s, l)) => Verdict::Tun { start: s, len: l },
-                None => Verdict::Drop(DropReason::TooBig),
-            };
+        match self.inspect_tun(stats, frame, start, len) {
+            Step::Done(v) => v,
+            Step::Decide(p) => self.forward(ws, stats, frame, &p, &Policy::DEFAULT),
         }
-        self.clamp(stats, &mut frame[start..start + len], &meta);
-        let flow = ip::flow_hash(&frame[start..start + len], &meta);
-        self.encap(ws, peer, frame, start, len, flow)
     }
 
-    /// Handles a packet received from the underlay address `src`: `frame[start..start + len]`
-    /// is the GRE packet, or — when `ipv4_header_included` (raw IPv4 sockets) — the whole IPv4
-    /// datagram carrying it.
-    ///
-    /// Work bound: one GRE parse (plus one checksum pass if present), one IP header parse,
-    /// on a hub one LPM lookup and one GRE emit.
+    /// Handles a packet received from the underlay address `src` with plain forwarding:
+    /// [`Dataplane::inspect_underlay`] then [`Dataplane::forward`] with no policy.
     #[allow(clippy::too_many_arguments)]
     pub fn from_underlay(
         &self,
         ws: &mut WorkerState,
         stats: &WorkerStats,
         frame: &mut [u8],
+        start: usize,
+        len: usize,
+        src: IpAddr,
+        ipv4_header_included: bool,
+    ) -> Verdict {
+        match self.inspect_underlay(ws, stats, frame, start, len, src, ipv4_header_included) {
+            Step::Done(v) => v,
+            Step::Decide(p) => self.forward(ws, stats, frame, &p, &Policy::DEFAULT),
+        }
+    }
+
+    /// First half of the TUN path: validates the inner packet at `frame[start..start + len]`
+    /// and looks up its default peer. Work bound: one IP header parse, one LPM lookup.
+    pub fn inspect_tun(&self, stats: &WorkerStats, frame: &[u8], start: usize, len: usize) -> Step {
+        stats.tun_rx.count(len);
+        let Some(pkt) = frame.get(start..start + len) else {
+            return Step::Done(drop(stats, DropReason::InnerMalformed));
+        };
+        let Ok(meta) = ip::parse(pkt) else {
+            return Step::Done(drop(stats, DropReason::InnerMalformed));
+        };
+        Step::Decide(Inspected {
+            meta,
+            start,
+            len: meta.total_len,
+            direction: Direction::Outbound,
+            ingress: None,
+            egress: self.route(meta.dst),
+        })
+    }
+
+    /// First half of the underlay path: validates and decapsulates the packet received from
+    /// `src` at `frame[start..start + len]` — the GRE packet, or, when `ipv4_header_included`
+    /// (raw IPv4 sockets), the whole IPv4 datagram carrying it — and decides its default fate:
+    /// the TUN, or (hub) another spoke. NHRP goes to the control path.
+    ///
+    /// Work bound: one GRE parse (plus one checksum pass if present), one IP header parse,
+    /// on a hub one LPM lookup.
+    #[allow(clippy::too_many_arguments)]
+    pub fn inspect_underlay(
+        &self,
+        ws: &mut WorkerState,
+        stats: &WorkerStats,
+        frame: &[u8],
         mut start: usize,
         mut len: usize,
         src: IpAddr,
         ipv4_header_included: bool,
-    ) -> Verdict {
+    ) -> Step {
+        let done = |reason| Step::Done(drop(stats, reason));
         if ipv4_header_included {
             let Some(outer) = frame.get(start..start + len) else {
-                return drop(stats, DropReason::Truncated);
+                return done(DropReason::Truncated);
             };
             let ihl = outer.first().map_or(0, |b| usize::from(b & 0xf) * 4);
             if outer.len() < 20 || ihl < 20 || ihl > outer.len() {
-                return drop(stats, DropReason::Truncated);
+                return done(DropReason::Truncated);
             }
             let total = usize::from(u16::from_be_bytes([outer[2], outer[3]])).min(outer.len());
             if total < ihl {
-                return drop(stats, DropReason::Truncated);
+                return done(DropReason::Truncated);
             }
             start += ihl;
             len = total - ihl;
         }
         let Some(packet) = frame.get(start..start + len) else {
-            return drop(stats, DropReason::Truncated);
+            return done(DropReason::Truncated);
         };
         let repr = match GreRepr::parse(packet) {
             Ok(r) => r,
-            Err(e) => return drop(stats, gre_drop_reason(e)),
+            Err(e) => return done(gre_drop_reason(e)),
         };
         let Some(peer) = self.peer_by_nbma(src) else {
-            return drop(stats, DropReason::UnknownPeer);
+            return done(DropReason::UnknownPeer);
         };
         let p = &self.cfg.peers[peer as usize];
         if repr.key != p.key {
-            return drop(stats, DropReason::KeyMismatch);
+            return done(DropReason::KeyMismatch);
         }
         if p.sequence
             && let Some(seq) = repr.sequence
@@ -258,7 +299,7 @@ impl Dataplane {
             let last = &mut ws.rx_seq[peer as usize];
             // RFC 2890 §2.2: accept only sequence numbers newer than the last (serial arithmetic).
             if last.is_some_and(|l| (seq.wrapping_sub(l) as i32) <= 0) {
-                return drop(stats, DropReason::OutOfSequence);
+                return done(DropReason::OutOfSequence);
             }
             *last = Some(seq);
         }
@@ -272,59 +313,113 @@ impl Dataplane {
             gre::PROTO_IPV4 => 4,
             gre::PROTO_IPV6 => 6,
             gre::PROTO_NHRP => {
-                return Verdict::Control {
+                return Step::Done(Verdict::Control {
                     peer,
                     start: inner_start,
                     len: inner_len,
-                };
+                });
             }
-            _ => return drop(stats, DropReason::UnsupportedProtocol),
+            _ => return done(DropReason::UnsupportedProtocol),
         };
-        let inner = &mut frame[inner_start..inner_start + inner_len];
+        let inner = &frame[inner_start..inner_start + inner_len];
         let meta = match ip::parse(inner) {
             Ok(m) if inner[0] >> 4 == version => m,
-            _ => return drop(stats, DropReason::InnerMalformed),
+            _ => return done(DropReason::InnerMalformed),
         };
-        let inner_len = meta.total_len;
-        if self.cfg.role == Role::Hub
-            && let Some(dest) = self.endpoints_lookup(meta.dst)
-            && dest != peer
-        {
-            return self.hairpin(ws, stats, frame, inner_start, inner_len, &meta, peer, dest);
-        }
-        self.clamp(
-            stats,
-            &mut frame[inner_start..inner_start + inner_len],
-            &meta,
-        );
-        Verdict::Tun {
+        let transit = match self.cfg.role {
+            Role::Hub => self.endpoints_lookup(meta.dst).filter(|d| *d != peer),
+            Role::Spoke => None,
+        };
+        Step::Decide(Inspected {
+            meta,
             start: inner_start,
-            len: inner_len,
+            len: meta.total_len,
+            direction: if transit.is_some() {
+                Direction::Transit
+            } else {
+                Direction::Inbound
+            },
+            ingress: Some(peer),
+            egress: transit,
+        })
+    }
+
+    /// Second half of both paths: applies `policy` to an inspected packet and produces its
+    /// verdict — encapsulation for a peer (with MTU check, TTL decrement when forwarding
+    /// between peers, MSS clamping), delivery to the TUN, or a counted drop.
+    ///
+    /// Work bound: at most one GRE emit and one ICMP error build; no allocation.
+    pub fn forward(
+        &self,
+        ws: &mut WorkerState,
+        stats: &WorkerStats,
+        frame: &mut [u8],
+        p: &Inspected,
+        policy: &Policy,
+    ) -> Verdict {
+        if policy.fail_closed {
+            return drop(stats, DropReason::PluginFailClosed);
+        }
+        let dest = match policy.action {
+            Action::Default => p.egress,
+            Action::ViaNhs if p.direction == Direction::Outbound => self.cfg.nhs.or(p.egress),
+            Action::ViaNhs => p.egress,
+            Action::Peer(id) if (id as usize) < self.cfg.peers.len() => Some(id),
+            Action::Peer(_) => return drop(stats, DropReason::NoRoute),
+            Action::Drop => return drop(stats, DropReason::PolicyDrop),
+            Action::Local => None,
+        };
+        let (start, len, meta) = (p.start, p.len, &p.meta);
+        if let Some(dscp) = policy.inner_dscp {
+            ip::set_dscp(&mut frame[start..start + len], meta, dscp);
+        }
+        let tos = policy
+            .outer
+            .map(|o| o.traffic_class(ip::traffic_class(&frame[start..start + len], meta)));
+        match (p.direction, dest) {
+            (Direction::Outbound, None) => drop(stats, DropReason::NoRoute),
+            (Direction::Outbound, Some(peer)) => {
+                let mtu = self.peer_mtu(peer);
+                if len > usize::from(mtu) && meta.dont_fragment {
+                    stats.count_drop(DropReason::TooBig);
+                    return match self.too_big(stats, frame, start, len, meta, mtu) {
+                        Some((s, l)) => Verdict::Tun { start: s, len: l },
+                        None => Verdict::Drop(DropReason::TooBig),
+                    };
+                }
+                self.clamp(stats, &mut frame[start..start + len], meta);
+                let flow = ip::flow_hash(&frame[start..start + len], meta);
+                self.encap(ws, peer, frame, start, len, flow, tos)
+            }
+            (_, None) => {
+                self.clamp(stats, &mut frame[start..start + len], meta);
+                Verdict::Tun { start, len }
+            }
+            (_, Some(to)) => self.hairpin(ws, stats, frame, p, to, tos),
         }
     }
 
-    /// Hub: forwards a decapsulated packet from spoke `from` straight to spoke `to`.
-    #[allow(clippy::too_many_arguments)]
+    /// Forwards a decapsulated packet from one peer straight to peer `to` (a hub's
+    /// spoke-to-spoke path, or wherever a policy sends a received packet).
     fn hairpin(
         &self,
         ws: &mut WorkerState,
         stats: &WorkerStats,
         frame: &mut [u8],
-        start: usize,
-        len: usize,
-        meta: &IpMeta,
-        from: PeerId,
+        p: &Inspected,
         to: PeerId,
+        tos: Option<u8>,
     ) -> Verdict {
+        let (start, len, meta) = (p.start, p.len, &p.meta);
         let mtu = self.peer_mtu(to);
         if len > usize::from(mtu) && meta.dont_fragment {
             stats.count_drop(DropReason::TooBig);
-            return match self.too_big(stats, frame, start, len, meta, mtu) {
-                Some((s, l)) => {
+            return match (self.too_big(stats, frame, start, len, meta, mtu), p.ingress) {
+                (Some((s, l)), Some(from)) => {
                     let flow = ip::flow_hash(&frame[s..s + l], meta);
-                    self.encap(ws, from, frame, s, l, flow)
+                    self.encap(ws, from, frame, s, l, flow, None)
                 }
-                None => Verdict::Drop(DropReason::TooBig),
+                _ => Verdict::Drop(DropReason::TooBig),
             };
         }
         if !ip::decrement_ttl(&mut frame[start..start + len], meta) {
@@ -333,7 +428,7 @@ impl Dataplane {
         self.clamp(stats, &mut frame[start..start + len], meta);
         stats.hairpin.count(len);
         let flow = ip::flow_hash(&frame[start..start + len], meta);
-        self.encap(ws, to, frame, start, len, flow)
+        self.encap(ws, to, frame, start, len, flow, tos)
     }
 
     /// The peer whose map holds the longest prefix containing `dst` (no NHS fallback).
@@ -353,6 +448,7 @@ impl Dataplane {
         start: usize,
         len: usize,
         flow: u32,
+        tos: Option<u8>,
     ) -> Verdict {
         let p = &self.cfg.peers[peer as usize];
         let protocol = if frame[start] >> 4 == 6 {
@@ -380,6 +476,7 @@ impl Dataplane {
             start: new_start,
             len: len + hlen,
             flow,
+            tos,
         }
     }
 

@@ -10,11 +10,13 @@ pub mod flowcache;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod peer;
+pub mod policy;
 pub mod prefix;
 pub mod stats;
 pub mod wire;
 
-pub use dataplane::{Dataplane, DataplaneConfig, Role, Verdict, WorkerState};
+pub use dataplane::{Dataplane, DataplaneConfig, Role, Step, Verdict, WorkerState};
 pub use peer::{Encap, Peer, PeerId};
+pub use policy::{Action, Direction, Inspected, OuterMark, Policy};
 pub use prefix::{Prefix, PrefixTable};
 pub use stats::{DropReason, WorkerStats};

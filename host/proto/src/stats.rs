@@ -40,11 +40,15 @@ pub enum DropReason {
     TxError,
     /// NHRP message received; the control path does not speak NHRP yet.
     NhrpUnhandled,
+    /// A policy plugin decided to drop the packet.
+    PolicyDrop,
+    /// A fail-closed policy plugin failed (trap, deadline, quarantine) on the packet's batch.
+    PluginFailClosed,
 }
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Truncated,
         DropReason::BadVersion,
         DropReason::RoutingPresent,
@@ -60,6 +64,8 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::TxError,
         DropReason::NhrpUnhandled,
+        DropReason::PolicyDrop,
+        DropReason::PluginFailClosed,
     ];
 
     /// Stable kebab-case label used in metrics and `mgre show stats`.
@@ -80,6 +86,8 @@ impl DropReason {
             DropReason::TooBig => "too-big",
             DropReason::TxError => "tx-error",
             DropReason::NhrpUnhandled => "nhrp-unhandled",
+            DropReason::PolicyDrop => "policy-drop",
+            DropReason::PluginFailClosed => "plugin-fail-closed",
         }
     }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::peer::Encap;
+use crate::policy::{Action, OuterMark, Policy};
 use crate::wire::checksum;
 use crate::wire::ip::tests::tcp_syn_v4;
 
@@ -31,6 +32,35 @@ impl Node {
     /// Runs `pkt` through `from_underlay` as if sent by `src`.
     fn underlay(&mut self, pkt: &[u8], src: &str) -> (Verdict, Vec<u8>) {
         self.underlay_raw(pkt, src, false)
+    }
+
+    /// Runs `pkt` through `inspect_tun` and `forward` with `policy`.
+    fn tun_with(&mut self, pkt: &[u8], policy: Policy) -> (Verdict, Vec<u8>) {
+        let mut f = framed(pkt);
+        let v = match self.dp.inspect_tun(&self.st, &f, HEADROOM, pkt.len()) {
+            Step::Done(v) => v,
+            Step::Decide(p) => self.dp.forward(&mut self.ws, &self.st, &mut f, &p, &policy),
+        };
+        (v, f)
+    }
+
+    /// Runs `pkt` from `src` through `inspect_underlay` and `forward` with `policy`.
+    fn underlay_with(&mut self, pkt: &[u8], src: &str, policy: Policy) -> (Verdict, Vec<u8>) {
+        let mut f = framed(pkt);
+        let src = src.parse().expect("test address");
+        let v = match self.dp.inspect_underlay(
+            &mut self.ws,
+            &self.st,
+            &f,
+            HEADROOM,
+            pkt.len(),
+            src,
+            false,
+        ) {
+            Step::Done(v) => v,
+            Step::Decide(p) => self.dp.forward(&mut self.ws, &self.st, &mut f, &p, &policy),
+        };
+        (v, f)
     }
 
     fn underlay_raw(&mut self, pkt: &[u8], src: &str, ip_header: bool) -> (Verdict, Vec<u8>) {
@@ -400,4 +430,130 @@ fn ttl_expiry_on_hairpin_is_counted() {
     let (v, _) = n.underlay(&gre(plain(gre::PROTO_IPV4, None), &inner), "192.0.2.11");
     assert_eq!(v, Verdict::Drop(DropReason::TtlExpired));
     assert_eq!(n.st.drops(DropReason::TtlExpired), 1);
+}
+
+fn policy(action: Action) -> Policy {
+    Policy {
+        action,
+        ..Policy::DEFAULT
+    }
+}
+
+#[test]
+fn policy_via_nhs_overrides_a_direct_map_entry() {
+    let mut n = spoke();
+    let pkt = echo(LAN1, LAN3, 100);
+    assert!(matches!(
+        n.tun_with(&pkt, Policy::DEFAULT).0,
+        Verdict::Underlay { peer: 1, .. }
+    ));
+    assert!(matches!(
+        n.tun_with(&pkt, policy(Action::ViaNhs)).0,
+        Verdict::Underlay { peer: 0, .. }
+    ));
+    assert!(matches!(
+        n.tun_with(&pkt, policy(Action::Peer(0))).0,
+        Verdict::Underlay { peer: 0, .. }
+    ));
+}
+
+#[test]
+fn policy_drops_and_fail_closed_are_counted_apart() {
+    let mut n = hub();
+    let g = gre(plain(gre::PROTO_IPV4, None), &echo(LAN1, LAN2, 84));
+    assert_eq!(
+        n.underlay_with(&g, "192.0.2.11", policy(Action::Drop)).0,
+        Verdict::Drop(DropReason::PolicyDrop)
+    );
+    let closed = Policy {
+        fail_closed: true,
+        ..Policy::DEFAULT
+    };
+    assert_eq!(
+        n.underlay_with(&g, "192.0.2.11", closed).0,
+        Verdict::Drop(DropReason::PluginFailClosed)
+    );
+    assert_eq!(n.st.drops(DropReason::PolicyDrop), 1);
+    assert_eq!(n.st.drops(DropReason::PluginFailClosed), 1);
+    assert_eq!(n.st.hairpin.packets.get(), 0);
+}
+
+#[test]
+fn policy_local_delivery_stops_a_hub_hairpin() {
+    let mut n = hub();
+    let inner = echo(LAN1, LAN2, 84);
+    let (v, f) = n.underlay_with(
+        &gre(plain(gre::PROTO_IPV4, None), &inner),
+        "192.0.2.11",
+        policy(Action::Local),
+    );
+    assert!(matches!(v, Verdict::Tun { .. }), "{v:?}");
+    assert_eq!(
+        out(v, &f),
+        &inner[..],
+        "delivered unchanged (no TTL decrement)"
+    );
+}
+
+#[test]
+fn hub_can_route_unmapped_outbound_traffic_to_a_chosen_peer() {
+    let mut n = hub();
+    let pkt = echo(HUB_LAN, [198, 51, 100, 200], 84);
+    assert_eq!(
+        n.tun_with(&pkt, Policy::DEFAULT).0,
+        Verdict::Drop(DropReason::NoRoute)
+    );
+    assert!(matches!(
+        n.tun_with(&pkt, policy(Action::Peer(1))).0,
+        Verdict::Underlay { peer: 1, .. }
+    ));
+    assert_eq!(
+        n.tun_with(&pkt, policy(Action::Peer(9))).0,
+        Verdict::Drop(DropReason::NoRoute),
+        "unknown peer id"
+    );
+}
+
+#[test]
+fn marks_rewrite_the_inner_dscp_and_set_the_outer_traffic_class() {
+    let mut n = spoke();
+    let mut pkt = echo(LAN1, LAN2, 100);
+    pkt[1] = 1; // ECN ECT(1), DSCP 0
+    fix_ipv4_checksum(&mut pkt);
+    let copy = Policy {
+        inner_dscp: Some(46),
+        outer: Some(OuterMark::default()),
+        ..Policy::DEFAULT
+    };
+    let (v, f) = n.tun_with(&pkt, copy);
+    let Verdict::Underlay { tos, .. } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(
+        tos,
+        Some(46 << 2 | 1),
+        "outer copies the re-marked inner DSCP and the ECN"
+    );
+    let inner = &out(v, &f)[8..];
+    assert_eq!(inner[1], 46 << 2 | 1);
+    assert_eq!(
+        checksum::checksum(&inner[..20]),
+        0,
+        "inner header checksum still valid"
+    );
+    let explicit = Policy {
+        outer: Some(OuterMark {
+            dscp: Some(34),
+            ecn: Some(0),
+        }),
+        ..Policy::DEFAULT
+    };
+    let Verdict::Underlay { tos, .. } = n.tun_with(&pkt, explicit).0 else {
+        panic!()
+    };
+    assert_eq!(tos, Some(34 << 2));
+    let Verdict::Underlay { tos, .. } = n.tun_with(&pkt, Policy::DEFAULT).0 else {
+        panic!()
+    };
+    assert_eq!(tos, None, "no mark: socket default");
 }

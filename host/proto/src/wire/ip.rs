@@ -258,6 +258,32 @@ pub fn clamp_mss(pkt: &mut [u8], meta: &IpMeta, max_mss: u16) -> bool {
     false
 }
 
+/// The traffic-class byte (DSCP << 2 | ECN) of an IPv4 or IPv6 packet.
+pub fn traffic_class(pkt: &[u8], meta: &IpMeta) -> u8 {
+    match meta.dst {
+        Addr::V4(_) => pkt[1],
+        Addr::V6(_) => (pkt[0] << 4) | (pkt[1] >> 4),
+    }
+}
+
+/// Sets the DSCP (keeping ECN), fixing the IPv4 header checksum incrementally.
+pub fn set_dscp(pkt: &mut [u8], meta: &IpMeta, dscp: u8) {
+    let tc = (dscp & 0x3f) << 2 | (traffic_class(pkt, meta) & 3);
+    match meta.dst {
+        Addr::V4(_) => {
+            let old = u16::from_be_bytes([pkt[0], pkt[1]]);
+            pkt[1] = tc;
+            let new = u16::from_be_bytes([pkt[0], pkt[1]]);
+            let c = checksum::update16(u16::from_be_bytes([pkt[10], pkt[11]]), old, new);
+            pkt[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        Addr::V6(_) => {
+            pkt[0] = (pkt[0] & 0xf0) | (tc >> 4);
+            pkt[1] = (pkt[1] & 0x0f) | (tc << 4);
+        }
+    }
+}
+
 /// Most IPv6 extension headers walked to find the upper-layer header.
 pub const MAX_EXT_HEADERS: usize = 6;
 const TCP_SYN: u8 = 0x02;
@@ -338,6 +364,28 @@ pub(crate) mod tests {
         assert_eq!(checksum::checksum(&p[..20]), 0);
         p[8] = 1;
         assert!(!decrement_ttl(&mut p, &m));
+    }
+
+    #[test]
+    fn sets_dscp_keeping_ecn_and_checksum() {
+        let mut p = tcp_syn_v4(1460);
+        p[1] = 0b0000_0010;
+        p[10..12].fill(0);
+        let c = checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        let m = parse(&p).unwrap();
+        set_dscp(&mut p, &m, 46);
+        assert_eq!(traffic_class(&p, &m), 46 << 2 | 2);
+        assert_eq!(checksum::checksum(&p[..20]), 0);
+        let mut v6 = vec![0u8; 40];
+        v6[0] = 0x60 | 0x0;
+        v6[1] = 0x1f; // ECN 1, flow label bits
+        v6[4..6].copy_from_slice(&0u16.to_be_bytes());
+        let m6 = parse(&v6).unwrap();
+        set_dscp(&mut v6, &m6, 34);
+        assert_eq!(traffic_class(&v6, &m6), 34 << 2 | 1);
+        assert_eq!(v6[1] & 0x0f, 0x0f, "flow label untouched");
+        assert_eq!(v6[0] >> 4, 6);
     }
 
     #[test]
