@@ -63,6 +63,8 @@ pub struct Config {
     pub routes: Vec<Prefix>,
     /// What the dataplane runs with.
     pub dataplane: DataplaneConfig,
+    /// Policy plugins, when configured.
+    pub plugins: Option<PluginsConfig>,
 }
 
 impl Config {
@@ -96,13 +98,15 @@ impl Config {
                 inner.message().to_owned(),
             )
         })?;
-        validate(raw, &|span, key, msg| err(Some(span), Some(key), msg))
+        let base = file.parent().unwrap_or(Path::new("."));
+        validate(raw, base, &|span, key, msg| err(Some(span), Some(key), msg))
     }
 }
 
 type ErrAt<'a> = dyn Fn(Range<usize>, &str, String) -> ConfigError + 'a;
 
-fn validate(raw: RawConfig, err: &ErrAt<'_>) -> Result<Config, ConfigError> {
+fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, ConfigError> {
+    let plugins = plugins::validate(raw.plugins, raw.plugin, base, err)?;
     if *raw.version.get_ref() != 1 {
         return Err(err(
             raw.version.span(),
@@ -289,6 +293,7 @@ fn validate(raw: RawConfig, err: &ErrAt<'_>) -> Result<Config, ConfigError> {
             tun_mtu,
             mss_clamp,
         },
+        plugins,
     })
 }
 
@@ -310,6 +315,9 @@ struct RawConfig {
     tunnel: RawTunnel,
     #[serde(default)]
     peer: Vec<RawPeer>,
+    plugins: Option<plugins::RawPlugins>,
+    #[serde(default)]
+    plugin: Vec<plugins::RawPlugin>,
 }
 
 #[derive(Deserialize)]
@@ -452,5 +460,8 @@ mod encap {
     }
 }
 
+mod plugins;
 #[cfg(test)]
 mod tests;
+
+pub use plugins::{Failure, Hook, PluginConfig, PluginsConfig};

@@ -169,3 +169,79 @@ fn syntax_error_has_a_position() {
     let e = parse("version = 1\n[daemon\n").expect_err("syntax error");
     assert_eq!(e.position.map(|p| p.0), Some(2), "{e}");
 }
+
+const PLUGINS: &str = r#"
+[plugins]
+dir = "plugins"
+memory-limit-mib = 16
+
+[[plugin]]
+name = "qos"
+file = "voip_qos.wasm"
+failure = "closed"
+deadline-ms = 2
+config = { rtp-ports = [16384, 32767], voice-dscp = 46 }
+
+[[plugin]]
+name = "policy"
+file = "spoke_policy.wasm"
+hooks = ["route"]
+"#;
+
+#[test]
+fn plugin_sections() {
+    let c = Config::parse(
+        Path::new("/etc/mgre/hub.toml"),
+        &format!("{SPOKE}{PLUGINS}"),
+    )
+    .unwrap();
+    let p = c.plugins.unwrap();
+    assert_eq!(p.dir, Path::new("/etc/mgre/plugins"));
+    assert!(p.watch);
+    assert_eq!(p.plugins.len(), 2);
+    let qos = &p.plugins[0];
+    assert_eq!(qos.file, Path::new("/etc/mgre/plugins/voip_qos.wasm"));
+    assert_eq!(qos.failure, Failure::Closed);
+    assert_eq!(qos.memory_limit_bytes, 16 << 20);
+    assert_eq!(qos.deadline, std::time::Duration::from_millis(2));
+    let cfg: serde_json::Value = serde_json::from_str(&qos.config_json).unwrap();
+    assert_eq!(cfg["voice-dscp"], 46);
+    assert_eq!(p.plugins[1].hooks, Some(vec![Hook::Route]));
+    assert_eq!(p.plugins[1].failure, Failure::Open);
+    assert_eq!(p.plugins[1].config_json, "{}");
+}
+
+#[test]
+fn plugin_errors() {
+    let src = format!("{SPOKE}{PLUGINS}");
+    expect_err(
+        &src.replace("\"route\"]", "\"routing\"]"),
+        41,
+        "plugin[1].hooks[0]",
+        "unknown variant",
+    );
+    expect_err(
+        &src.replace("voip_qos.wasm", "../voip_qos.wasm"),
+        33,
+        "plugin[0].file",
+        "inside plugins.dir",
+    );
+    expect_err(
+        &src.replace("failure = \"closed\"", "failure = \"maybe\""),
+        34,
+        "plugin[0].failure",
+        "unknown variant",
+    );
+    expect_err(
+        &src.replace("deadline-ms = 2", "deadline-ms = 0"),
+        35,
+        "plugin[0].deadline-ms",
+        "must be 1..=",
+    );
+    expect_err(
+        &src.replace("name = \"policy\"", "name = \"qos\""),
+        39,
+        "plugin[1].name",
+        "used twice",
+    );
+}
