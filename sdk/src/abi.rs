@@ -8,6 +8,8 @@
 
 use core::net::{IpAddr, Ipv6Addr};
 
+use crate::net::Protocol;
+
 /// Bytes per packet slot.
 pub const PACKET_SLOT: usize = 64;
 /// Bytes per classify verdict.
@@ -192,6 +194,10 @@ impl Packet<'_> {
     pub fn egress_peer(&self) -> Option<u16> {
         Some(self.u16(14)).filter(|p| *p != NO_PEER)
     }
+    /// Whether the slot's ports are real: TCP or UDP, and not a later fragment.
+    pub fn has_ports(&self) -> bool {
+        Protocol(self.protocol()).has_ports() && !self.later_fragment()
+    }
     /// GRE key of the received packet.
     pub fn gre_key(&self) -> Option<u32> {
         (self.0[11] & 1 != 0).then(|| self.u32(16))
@@ -228,9 +234,7 @@ impl Packet<'_> {
 
 /// Iterates the packet slots of a batch (a trailing partial slot is ignored).
 pub fn packets(batch: &[u8]) -> impl ExactSizeIterator<Item = Packet<'_>> {
-    batch
-        .chunks_exact(PACKET_SLOT)
-        .map(|c| Packet(c.try_into().expect("chunks_exact yields full slots")))
+    batch.as_chunks::<PACKET_SLOT>().0.iter().map(Packet)
 }
 
 /// A classify verdict.
@@ -452,6 +456,27 @@ mod tests {
             Route::read(&[0x99; ROUTE_SLOT]).action,
             RouteAction::Default
         );
+    }
+
+    #[test]
+    fn ports_exist_for_tcp_and_udp_first_fragments_only() {
+        let mut slot = [0u8; PACKET_SLOT];
+        let mut m = meta();
+        for (protocol, later_fragment, ports) in [
+            (17, false, true),
+            (6, false, true),
+            (6, true, false),
+            (1, false, false),
+        ] {
+            m.protocol = protocol;
+            m.later_fragment = later_fragment;
+            m.write(&mut slot);
+            assert_eq!(
+                Packet(&slot).has_ports(),
+                ports,
+                "{protocol} {later_fragment}"
+            );
+        }
     }
 
     #[test]

@@ -464,4 +464,4 @@ mod plugins;
 #[cfg(test)]
 mod tests;
 
-pub use plugins::{Failure, Hook, PluginConfig, PluginsConfig};
+pub use plugins::{Failure, Hook, PluginsConfig};

@@ -34,6 +34,16 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
             let body = match line.trim() {
                 "stats" => serde_json::to_string(&shared.stats()),
                 "peers" => serde_json::to_string(&shared.peers()),
+                "plugins" => serde_json::to_string(&match &shared.plugins {
+                    Some(m) => crate::plugins::status(&m.current()),
+                    None => serde_json::json!({ "generation": 0, "plugins": [] }),
+                }),
+                "reload" => {
+                    let shared = shared.clone();
+                    let done = tokio::task::spawn_blocking(move || reload(&shared)).await;
+                    let v = done.unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
+                    serde_json::to_string(&v)
+                }
                 other => Ok(
                     serde_json::json!({ "error": format!("unknown request `{other}`") })
                         .to_string(),
@@ -44,6 +54,16 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
             let _ = w.write_all(body.as_bytes()).await;
             let _ = w.shutdown().await;
         });
+    }
+}
+
+/// Reloads the plugins (re-reading the config file's plugin sections); an error becomes the
+/// JSON `error` answer.
+pub fn reload(shared: &Shared) -> serde_json::Value {
+    match &shared.plugins {
+        None => serde_json::json!({ "error": "no [plugins] configured when the daemon started" }),
+        Some(m) => crate::plugins::reload(&shared.config_file, m)
+            .unwrap_or_else(|e| serde_json::json!({ "error": format!("{e:#}") })),
     }
 }
 

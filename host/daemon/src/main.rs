@@ -6,6 +6,8 @@
 mod config;
 mod control;
 mod metrics;
+mod plugins;
+mod policy;
 mod routes;
 mod run;
 mod show;
@@ -47,6 +49,12 @@ enum Command {
         #[command(subcommand)]
         what: ShowWhat,
     },
+    /// Reload a running daemon's plugins (re-reads the config file's plugin sections and
+    /// every plugin file; like SIGHUP). A plugin that fails keeps its previous version.
+    Reload {
+        #[command(flatten)]
+        locate: Locate,
+    },
 }
 
 #[derive(Subcommand)]
@@ -55,6 +63,8 @@ enum ShowWhat {
     Peers(ShowOpts),
     /// Traffic counters and drops by reason.
     Stats(ShowOpts),
+    /// Policy plugins: hooks, generation, content hash, calls, cost, faults, state.
+    Plugins(ShowOpts),
 }
 
 /// Which daemon to ask and how to print.
@@ -79,6 +89,39 @@ struct Locate {
     socket: Option<PathBuf>,
 }
 
+/// `mgre check`: the config, then every plugin it names (compiled and initialised).
+fn check(file: &std::path::Path) -> ExitCode {
+    let c = match config::Config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match plugins::check(&c) {
+        Ok(errors) if errors.is_empty() => {}
+        Ok(errors) => {
+            for e in errors {
+                eprintln!("{}: {e}", file.display());
+            }
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("{}: {e:#}", file.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let plugins = c.plugins.as_ref().map_or(0, |p| p.plugins.len());
+    println!(
+        "{}: ok ({} peers, {} routes, tunnel MTU {}, {plugins} plugins)",
+        file.display(),
+        c.dataplane.peers.len(),
+        c.routes.len(),
+        c.tun.mtu
+    );
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run { .. }) {
@@ -89,23 +132,9 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Run { config } => run::run(&config),
-        Command::Check { config } => match config::Config::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} peers, {} routes, tunnel MTU {})",
-                    config.display(),
-                    c.dataplane.peers.len(),
-                    c.routes.len(),
-                    c.tun.mtu
-                );
-                Ok(())
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        },
+        Command::Check { config } => return check(&config),
         Command::Show { what } => show::show(what),
+        Command::Reload { locate } => show::reload(&locate),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

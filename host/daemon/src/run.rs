@@ -45,6 +45,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     } else {
         None
     };
+    let plugins = crate::plugins::start(&cfg)?;
     crate::routes::install(tun.name(), &cfg.routes)?;
 
     let dp = Arc::new(Dataplane::new(cfg.dataplane.clone()));
@@ -53,6 +54,8 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         dataplane: dp.clone(),
         workers: vec![stats.clone()],
         tun_name: tun.name().to_owned(),
+        config_file: path.to_owned(),
+        plugins: plugins.as_ref().map(|p| p.manager.clone()),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let worker = Worker {
@@ -63,6 +66,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         udp,
         udp_port: cfg.udp_port,
         stop: stop.clone(),
+        plugins: plugins.as_ref().map(|p| p.manager.clone()),
     };
     let handle = std::thread::Builder::new()
         .name("mgre-worker-0".into())
@@ -103,9 +107,22 @@ fn serve_until_signal(
                 .await
                 .with_context(|| format!("binding metrics on {addr}"))?;
             tracing::info!(%addr, "metrics listening");
-            tokio::spawn(crate::metrics::serve(l, shared));
+            tokio::spawn(crate::metrics::serve(l, shared.clone()));
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let reloader = shared.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading plugins");
+                let s = reloader.clone();
+                if let Ok(v) = tokio::task::spawn_blocking(move || crate::control::reload(&s)).await
+                    && let Some(e) = v.get("error")
+                {
+                    tracing::error!(error = %e, "reload failed");
+                }
+            }
+        });
         let worker_exit = async {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
             while !worker.is_finished() {

@@ -6,15 +6,16 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::{ShowOpts, ShowWhat};
+use crate::{Locate, ShowWhat};
 
 /// Runs one `mgre show` command.
 pub fn show(what: ShowWhat) -> anyhow::Result<()> {
     let (request, opts) = match &what {
         ShowWhat::Peers(o) => ("peers", o),
         ShowWhat::Stats(o) => ("stats", o),
+        ShowWhat::Plugins(o) => ("plugins", o),
     };
-    let socket = socket_path(opts)?;
+    let socket = socket_path(&opts.locate)?;
     let v = crate::control::request(&socket, request)?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -23,16 +24,28 @@ pub fn show(what: ShowWhat) -> anyhow::Result<()> {
     match what {
         ShowWhat::Peers(_) => print_peers(&v),
         ShowWhat::Stats(_) => print_stats(&v),
+        ShowWhat::Plugins(_) => print_plugins(&v),
     }
     Ok(())
 }
 
-fn socket_path(opts: &ShowOpts) -> anyhow::Result<PathBuf> {
-    if let Some(s) = &opts.locate.socket {
+/// `mgre reload`: asks the daemon to reload its plugins and prints the outcome.
+pub fn reload(locate: &Locate) -> anyhow::Result<()> {
+    let v = crate::control::request(&socket_path(locate)?, "reload")?;
+    print_plugins(&v);
+    let errors = v["load_errors"].as_array().map_or(0, Vec::len);
+    anyhow::ensure!(
+        errors == 0,
+        "{errors} plugin(s) failed to load; their previous versions keep serving"
+    );
+    Ok(())
+}
+
+fn socket_path(locate: &Locate) -> anyhow::Result<PathBuf> {
+    if let Some(s) = &locate.socket {
         return Ok(s.clone());
     }
-    let file = opts
-        .locate
+    let file = locate
         .config
         .as_ref()
         .context("--config or --socket is required")?;
@@ -101,4 +114,45 @@ fn print_stats(v: &Value) {
 /// A JSON number as a plain integer (JSON values ignore width specifiers when printed).
 fn num(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
+}
+
+fn print_plugins(v: &Value) {
+    println!(
+        "generation {}   reload failures {}",
+        num(&v["generation"]),
+        num(&v["reload_failures"])
+    );
+    for e in v["load_errors"].as_array().into_iter().flatten() {
+        println!("load error: {}", e.as_str().unwrap_or("?"));
+    }
+    println!(
+        "{:<16} {:<22} {:>4} {:<18} {:>12} {:>14} {:>9} {:>6} {:>9}  STATE",
+        "PLUGIN", "HOOKS", "GEN", "HASH", "CALLS", "PACKETS", "NS/PKT", "TRAPS", "DEADLINE"
+    );
+    for p in v["plugins"].as_array().into_iter().flatten() {
+        let hash = p["hash"]
+            .as_str()
+            .map_or("-".to_owned(), |h| h.chars().take(16).collect());
+        let ns = p["mean_ns_per_packet"]
+            .as_f64()
+            .map_or("-".to_owned(), |n| format!("{n:.1}"));
+        println!(
+            "{:<16} {:<22} {:>4} {:<18} {:>12} {:>14} {:>9} {:>6} {:>9}  {}",
+            p["name"].as_str().unwrap_or("?"),
+            p["hooks"].as_str().unwrap_or("-"),
+            p["generation"]
+                .as_u64()
+                .map_or("-".to_owned(), |g| g.to_string()),
+            hash,
+            num(&p["calls"]),
+            num(&p["packets"]),
+            ns,
+            num(&p["traps"]),
+            num(&p["deadline_hits"]),
+            p["state"].as_str().unwrap_or("?"),
+        );
+        if let Some(e) = p["last_error"].as_str() {
+            println!("{:<16} last error: {e}", "");
+        }
+    }
 }

@@ -8,7 +8,6 @@ use mgre_proto::{Dataplane, DropReason, WorkerStats};
 use serde::Serialize;
 
 /// What the control socket and the metrics endpoint read.
-#[derive(Debug)]
 pub struct Shared {
     /// The forwarding state.
     pub dataplane: Arc<Dataplane>,
@@ -16,6 +15,19 @@ pub struct Shared {
     pub workers: Vec<Arc<WorkerStats>>,
     /// TUN interface name.
     pub tun_name: String,
+    /// The config file (re-read by plugin reloads).
+    pub config_file: std::path::PathBuf,
+    /// Policy plugins, when configured.
+    pub plugins: Option<Arc<mgre_plugin::PluginManager>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("tun_name", &self.tun_name)
+            .field("workers", &self.workers.len())
+            .finish()
+    }
 }
 
 /// Packets and bytes.

@@ -8,8 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mgre_io::{FrameBatch, GreSocket, SendQueue, Tun, UdpSockets};
+use mgre_plugin::PluginManager;
 use mgre_proto::dataplane::HEADROOM;
-use mgre_proto::{Dataplane, DropReason, Encap, Verdict, WorkerState, WorkerStats};
+use mgre_proto::{
+    Dataplane, DropReason, Encap, Inspected, Policy, Step, Verdict, WorkerState, WorkerStats,
+};
+
+use crate::policy::PolicyStage;
 
 /// Frames per batch.
 pub const BATCH: usize = 64;
@@ -34,55 +39,87 @@ pub struct Worker {
     pub udp_port: u16,
     /// Set to stop the loop.
     pub stop: Arc<AtomicBool>,
+    /// Policy plugins, when configured.
+    pub plugins: Option<Arc<PluginManager>>,
 }
 
 /// Which batch a dispatch works on.
 struct Lane {
     batch: FrameBatch,
     verdicts: Vec<Verdict>,
+    /// Frames awaiting a policy decision, and the decisions.
+    inspected: Vec<Option<Inspected>>,
+    policies: Vec<Policy>,
 }
 
 impl Lane {
+    /// Records the first half's outcome for frame `i`.
+    fn set_step(&mut self, i: usize, step: Step) {
+        match step {
+            Step::Done(v) => {
+                self.verdicts[i] = v;
+                self.inspected[i] = None;
+            }
+            Step::Decide(p) => self.inspected[i] = Some(p),
+        }
+    }
+
     fn new() -> Self {
         Lane {
             batch: FrameBatch::new(BATCH, HEADROOM),
             verdicts: vec![Verdict::Drop(DropReason::TxError); BATCH],
+            inspected: vec![None; BATCH],
+            policies: vec![Policy::DEFAULT; BATCH],
         }
     }
+}
+
+/// The worker thread's own mutable state.
+struct Local {
+    ws: WorkerState,
+    lane: Lane,
+    queue: SendQueue,
+    policy: Option<PolicyStage>,
 }
 
 impl Worker {
     /// Runs until the stop flag is set.
     pub fn run(self) {
-        let mut ws = WorkerState::new(&self.dp);
-        let mut lane = Lane::new();
-        let mut queue = SendQueue::new(BATCH);
+        let mut l = Local {
+            ws: WorkerState::new(&self.dp),
+            lane: Lane::new(),
+            queue: SendQueue::new(BATCH),
+            policy: self.plugins.clone().map(|m| PolicyStage::new(m, BATCH)),
+        };
         let mut fds = vec![pollfd(self.tun.as_raw_fd()), pollfd(self.gre.as_raw_fd())];
         if let Some(u) = &self.udp {
             fds.push(pollfd(u.listen_fd()));
         }
         while !self.stop.load(Ordering::Relaxed) {
+            if let Some(p) = &mut l.policy {
+                p.refresh();
+            }
             // SAFETY: `fds` is a live, correctly sized array of pollfd.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
             if r <= 0 {
                 continue;
             }
             if fds[0].revents != 0 {
-                self.drain_tun(&mut ws, &mut lane, &mut queue);
+                self.drain_tun(&mut l);
             }
             if fds[1].revents != 0 {
                 let (fd, hdr) = (self.gre.as_raw_fd(), self.gre.includes_ip_header());
-                self.drain_underlay(&mut ws, &mut lane, &mut queue, fd, hdr);
+                self.drain_underlay(&mut l, fd, hdr);
             }
             if fds.len() > 2 && fds[2].revents != 0 {
-                self.drain_underlay(&mut ws, &mut lane, &mut queue, fds[2].fd, false);
+                self.drain_underlay(&mut l, fds[2].fd, false);
             }
         }
     }
 
-    fn drain_tun(&self, ws: &mut WorkerState, lane: &mut Lane, queue: &mut SendQueue) {
+    fn drain_tun(&self, l: &mut Local) {
         for _ in 0..ROUNDS_PER_WAKEUP {
-            let n = match self.tun.recv_batch(&mut lane.batch) {
+            let n = match self.tun.recv_batch(&mut l.lane.batch) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "tun read failed");
@@ -90,28 +127,23 @@ impl Worker {
                 }
             };
             for i in 0..n {
-                let len = lane.batch.len(i);
-                lane.verdicts[i] =
-                    self.dp
-                        .from_tun(ws, &self.stats, lane.batch.frame_mut(i), HEADROOM, len);
+                let len = l.lane.batch.len(i);
+                let step = self
+                    .dp
+                    .inspect_tun(&self.stats, l.lane.batch.frame(i), HEADROOM, len);
+                l.lane.set_step(i, step);
             }
-            self.dispatch(lane, n, queue);
+            self.decide_and_forward(l, n);
+            self.dispatch(&l.lane, n, &mut l.queue);
             if n < BATCH {
                 return;
             }
         }
     }
 
-    fn drain_underlay(
-        &self,
-        ws: &mut WorkerState,
-        lane: &mut Lane,
-        queue: &mut SendQueue,
-        fd: RawFd,
-        ip_header: bool,
-    ) {
+    fn drain_underlay(&self, l: &mut Local, fd: RawFd, ip_header: bool) {
         for _ in 0..ROUNDS_PER_WAKEUP {
-            let n = match lane.batch.recv_from(fd) {
+            let n = match l.lane.batch.recv_from(fd) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "underlay receive failed");
@@ -119,29 +151,51 @@ impl Worker {
                 }
             };
             for i in 0..n {
-                let len = lane.batch.len(i);
-                lane.verdicts[i] = match lane.batch.source(i) {
-                    Some(src) => {
-                        let src = mgre_io::batch::source_ip(src);
-                        self.dp.from_underlay(
-                            ws,
-                            &self.stats,
-                            lane.batch.frame_mut(i),
-                            HEADROOM,
-                            len,
-                            src,
-                            ip_header,
-                        )
-                    }
+                let len = l.lane.batch.len(i);
+                let step = match l.lane.batch.source(i) {
+                    Some(src) => self.dp.inspect_underlay(
+                        &mut l.ws,
+                        &self.stats,
+                        l.lane.batch.frame(i),
+                        HEADROOM,
+                        len,
+                        mgre_io::batch::source_ip(src),
+                        ip_header,
+                    ),
                     None => {
                         self.stats.count_drop(DropReason::UnknownPeer);
-                        Verdict::Drop(DropReason::UnknownPeer)
+                        Step::Done(Verdict::Drop(DropReason::UnknownPeer))
                     }
                 };
+                l.lane.set_step(i, step);
             }
-            self.dispatch(lane, n, queue);
+            self.decide_and_forward(l, n);
+            self.dispatch(&l.lane, n, &mut l.queue);
             if n < BATCH {
                 return;
+            }
+        }
+    }
+
+    /// Asks the policy stage (when plugins are configured) about every inspected frame of the
+    /// batch, then completes each with its policy.
+    fn decide_and_forward(&self, l: &mut Local, n: usize) {
+        let lane = &mut l.lane;
+        match &mut l.policy {
+            Some(stage) => stage.decide(
+                &self.dp,
+                &lane.batch,
+                &lane.inspected[..n],
+                &mut lane.policies[..n],
+            ),
+            None => lane.policies[..n].fill(Policy::DEFAULT),
+        }
+        for i in 0..n {
+            if let Some(p) = lane.inspected[i] {
+                let frame = lane.batch.frame_mut(i);
+                lane.verdicts[i] =
+                    self.dp
+                        .forward(&mut l.ws, &self.stats, frame, &p, &lane.policies[i]);
             }
         }
     }

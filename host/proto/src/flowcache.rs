@@ -25,6 +25,8 @@ pub struct FlowKey {
     pub direction: u8,
     /// Ingress peer (`u16::MAX` for the TUN).
     pub ingress: u16,
+    /// DSCP of the packet as received (policies may classify on it).
+    pub dscp: u8,
 }
 
 impl FlowKey {
@@ -45,6 +47,7 @@ impl FlowKey {
             | u64::from(self.protocol) << 24
             | u64::from(self.direction) << 16
             | u64::from(self.ingress));
+        mix(u64::from(self.dscp));
         h ^ (h >> 29)
     }
 }
@@ -138,6 +141,7 @@ mod tests {
             protocol: 17,
             direction: 0,
             ingress: u16::MAX,
+            dscp: 0,
         }
     }
 
