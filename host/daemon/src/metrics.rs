@@ -9,6 +9,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -143,6 +144,122 @@ impl Collector for TunnelCollector {
             let mut fam = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(v).encode(fam.encode_family(&[("tunnel", tun)])?)?;
         }
+        if let Some(m) = &self.0.plugins {
+            encode_plugins(&mut enc, &m.current())?;
+        }
         Ok(())
     }
+}
+
+/// Per-plugin metrics: calls, packets, time, faults by kind, quarantines, state, generation,
+/// reload failures and the plugin's own counters.
+fn encode_plugins(
+    enc: &mut DescriptorEncoder,
+    set: &mgre_plugin::PluginSet,
+) -> Result<(), std::fmt::Error> {
+    let status = set.status();
+    let counters: [(&str, &str, fn(&mgre_plugin::PluginStats) -> u64); 4] = [
+        ("plugin_calls", "Plugin hook calls", |s| s.calls),
+        (
+            "plugin_packets",
+            "Packets passed to plugin hook calls",
+            |s| s.packets,
+        ),
+        (
+            "plugin_quarantines",
+            "Times a worker quarantined the plugin",
+            |s| s.quarantines,
+        ),
+        (
+            "plugin_skipped_batches",
+            "Batches the failure policy handled without calling the plugin",
+            |s| s.skipped_batches,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut fam = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for p in &status {
+            ConstCounter::new(value(&p.stats))
+                .encode(fam.encode_family(&[("plugin", p.name.as_str())])?)?;
+        }
+    }
+    let mut fam = enc.encode_descriptor(
+        "plugin_call_seconds",
+        "Time spent in plugin hook calls",
+        None,
+        MetricType::Counter,
+    )?;
+    for p in &status {
+        ConstCounter::new(p.stats.call_ns as f64 / 1e9)
+            .encode(fam.encode_family(&[("plugin", p.name.as_str())])?)?;
+    }
+    let mut fam = enc.encode_descriptor(
+        "plugin_faults",
+        "Plugin faults by kind",
+        None,
+        MetricType::Counter,
+    )?;
+    for p in &status {
+        let st = &p.stats;
+        for (kind, v) in [
+            ("trap", st.traps),
+            ("deadline", st.deadline_hits),
+            ("memory-limit", st.memory_limit_hits),
+            ("bad-output", st.bad_outputs),
+            ("instantiate", st.instantiate_failures),
+        ] {
+            ConstCounter::new(v)
+                .encode(fam.encode_family(&[("plugin", p.name.as_str()), ("kind", kind)])?)?;
+        }
+    }
+    let mut fam = enc.encode_descriptor(
+        "plugin_reload_failures",
+        "Failed loads of a plugin across reloads",
+        None,
+        MetricType::Counter,
+    )?;
+    for p in &status {
+        ConstCounter::new(p.reload_failures)
+            .encode(fam.encode_family(&[("plugin", p.name.as_str())])?)?;
+    }
+    let mut fam = enc.encode_descriptor(
+        "plugin_state",
+        "1 for the plugin's current state",
+        None,
+        MetricType::Gauge,
+    )?;
+    for p in &status {
+        let state = match p.state {
+            mgre_plugin::PluginState::Active => "active",
+            mgre_plugin::PluginState::Quarantined => "quarantined",
+            mgre_plugin::PluginState::FailedToLoad { .. } => "failed-to-load",
+        };
+        ConstGauge::new(1i64)
+            .encode(fam.encode_family(&[("plugin", p.name.as_str()), ("state", state)])?)?;
+    }
+    let mut fam = enc.encode_descriptor(
+        "plugin_generation",
+        "Generation the serving version was loaded in",
+        None,
+        MetricType::Gauge,
+    )?;
+    for p in &status {
+        if let Some(g) = p.loaded_generation {
+            ConstGauge::new(g as i64).encode(fam.encode_family(&[("plugin", p.name.as_str())])?)?;
+        }
+    }
+    let mut fam = enc.encode_descriptor(
+        "plugin_counter",
+        "Counters a plugin keeps itself",
+        None,
+        MetricType::Counter,
+    )?;
+    for p in &status {
+        for (counter, v) in &p.counters {
+            ConstCounter::new(*v).encode(
+                fam.encode_family(&[("plugin", p.name.as_str()), ("counter", counter.as_str())])?,
+            )?;
+        }
+    }
+    Ok(())
 }
