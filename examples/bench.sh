@@ -28,7 +28,7 @@
 #
 # Environment:
 #   BENCH_SECONDS=5          iperf3 -t for each measurement
-#   SKIP_MGRE=1              measure the baselines only (rows 3, 4, 7, 8 skipped);
+#   SKIP_MGRE=1              measure the baselines only (the mgre rows skipped);
 #                            without it a missing/unbuildable mgre makes those rows
 #                            FAIL (the baselines are still measured and printed)
 #   MGRE_BIN=/path/to/mgre   use this binary instead of `cargo build --release -p mgre`
@@ -301,6 +301,22 @@ for encap in gre gre-udp; do
 		"hub|$HUB|$TMP/a-hub-$encap.toml" "spoke|$SPK|$TMP/a-spoke-$encap.toml"
 done
 
+# The same GRE-in-UDP path with the three example plugins loaded on both ends.
+if [[ $SKIP_MGRE != 1 && -z $MGRE_UNAVAILABLE ]] && build_plugins; then
+	cp "$TMP/a-hub-gre-udp.toml" "$TMP/a-hub-plugins.toml"
+	cp "$TMP/a-spoke-gre-udp.toml" "$TMP/a-spoke-plugins.toml"
+	sed -i "s|^socket = .*|socket = \"$TMP/a-hub-plugins.sock\"|" "$TMP/a-hub-plugins.toml"
+	sed -i "s|^socket = .*|socket = \"$TMP/a-spoke-plugins.sock\"|" "$TMP/a-spoke-plugins.toml"
+	add_example_plugins "$TMP/a-hub-plugins.toml" "$TMP/plugins-hub"
+	add_example_plugins "$TMP/a-spoke-plugins.toml" "$TMP/plugins-spoke"
+	mgre_row "$A_VETH" "mgre gre-udp + 3 plugins on both ends: spoke -> hub" "$REF_A" "$SPK" "$HUB" 198.51.100.1 \
+		"hub|$HUB|$TMP/a-hub-plugins.toml" "spoke|$SPK|$TMP/a-spoke-plugins.toml"
+	PLUGIN_ROW=$((${#R_PATH[@]}))
+else
+	add_row "$A_VETH" "mgre gre-udp + 3 plugins on both ends: spoke -> hub" "$REF_A" "skipped (no mgre or plugins)" "" "" ""
+	PLUGIN_ROW=""
+fi
+
 del_ns "$SPK"
 del_ns "$HUB"
 
@@ -393,6 +409,10 @@ cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || t
 		fi
 		echo "| $n | ${R_UNDERLAY[i]} | $path | $gbps | ${R_RETR[i]:--} | $r |"
 	done
+	if [[ -n ${PLUGIN_ROW:-} && ${R_STATUS[PLUGIN_ROW - 1]} == ok* && ${R_STATUS[PLUGIN_ROW - 2]} == ok* ]]; then
+		echo
+		echo "Plugins on / off (row $PLUGIN_ROW / row $((PLUGIN_ROW - 1))): $(ratio "${R_GBPS[PLUGIN_ROW - 1]}" "${R_GBPS[PLUGIN_ROW - 2]}")x"
+	fi
 	echo
 	echo "Commands (namespaces mgb$$-*):"
 	echo

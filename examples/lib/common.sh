@@ -26,7 +26,8 @@
 #               namespaces and remove $TMP (kept on exit status 1 or KEEP-VAR=1)
 #   namespaces  nsx NS CMD..., nssysctl NS KEY VALUE, new_ns NS, del_ns NS
 #   setup       require_root, install_missing CMD:PACKAGE..., make_tmp NAME
-#   mgre        build_mgre require|optional, use_built_mgre,
+#   mgre        build_mgre require|optional, use_built_mgre, build_plugins,
+#               add_example_plugins CONFIG DIR,
 #               wait_mgre_ready LABEL PID SOCKET LOGFILE NOT-READY-TEXT
 #   iperf3      start_iperf_server NS DST SECONDS, iperf_parse OUTPUT
 #
@@ -242,6 +243,59 @@ build_mgre() {
 		fi
 		(cd "$REPO_ROOT" && "$cargo" build --release -p mgre) >&2
 	fi
+}
+
+# build_plugins: builds the example plugins for wasm32-unknown-unknown into
+# $REPO_ROOT/target/plugins (no debug info) and sets PLUGIN_WASM_DIR; returns 1 on failure.
+build_plugins() {
+	local cargo
+	cargo=$(command -v cargo || true)
+	[[ -n $cargo ]] || cargo="${HOME:-/root}/.cargo/bin/cargo"
+	[[ -x $cargo ]] || return 1
+	log "building plugins: cargo build --release --target wasm32-unknown-unknown -p dscp-classifier -p voip-qos -p spoke-policy"
+	(cd "$REPO_ROOT" && CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true \
+		"$cargo" build --release --target wasm32-unknown-unknown --target-dir target/plugins \
+		-p dscp-classifier -p voip-qos -p spoke-policy) >&2 || return 1
+	PLUGIN_WASM_DIR="$REPO_ROOT/target/plugins/wasm32-unknown-unknown/release"
+}
+
+# add_example_plugins CONFIG DIR: copies the three example plugins into DIR and appends a
+# [plugins] section loading all three (classify, mark, route on every packet's path) to CONFIG.
+add_example_plugins() {
+	local cfg=$1 dir=$2
+	mkdir -p "$dir"
+	cp "$PLUGIN_WASM_DIR"/{dscp_classifier,voip_qos,spoke_policy}.wasm "$dir/"
+	cat >>"$cfg" <<-EOT
+
+		[plugins]
+		dir = "$dir"
+		watch = false
+
+		[[plugin]]
+		name = "dscp-classifier"
+		file = "dscp_classifier.wasm"
+		[plugin.config]
+		classes = ["voice", "signalling", "best-effort"]
+		default-class = "best-effort"
+		[[plugin.config.rule]]
+		class = "voice"
+		dscp = "ef"
+		[[plugin.config.rule]]
+		class = "signalling"
+		protocol = ["udp", "tcp"]
+		port = [5060, 5061]
+
+		[[plugin]]
+		name = "voip-qos"
+		file = "voip_qos.wasm"
+
+		[[plugin]]
+		name = "spoke-policy"
+		file = "spoke_policy.wasm"
+		[plugin.config]
+		default = "allow"
+		blackhole = ["203.0.113.60/30"]
+	EOT
 }
 
 # use_built_mgre: MGRE = the binary build_mgre produced
