@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
 use crate::cmd::{run, wait_bounded};
@@ -76,6 +76,77 @@ impl Daemon {
     /// `mgre show peers --json`.
     pub fn peers(&self) -> Result<Value> {
         self.show("peers")
+    }
+
+    /// `mgre show plugins --json`.
+    pub fn plugins(&self) -> Result<Value> {
+        self.show("plugins")
+    }
+
+    /// The `mgre show plugins --json` entry of plugin `name`.
+    pub fn plugin(&self, name: &str) -> Result<Value> {
+        crate::plugins::plugin_status(&self.plugins()?, name)
+    }
+
+    /// Polls plugin `name`'s status (every [`PLUGIN_POLL`]) until `done` accepts it;
+    /// returns that status, or fails after `timeout` showing the last one.
+    pub fn wait_plugin(
+        &self,
+        name: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&Value) -> bool,
+    ) -> Result<Value> {
+        let mut last = Value::Null;
+        let reached = crate::cmd::wait_until(timeout, PLUGIN_POLL, || {
+            last = self.plugin(name)?;
+            Ok(done(&last))
+        })?;
+        ensure!(
+            reached,
+            "plugin {name} did not reach the expected state within {timeout:?}; last status: \
+             {last:#}\nlog:\n{}",
+            self.log_tail(LOG_TAIL)
+        );
+        Ok(last)
+    }
+
+    /// Runs `mgre reload --socket S` (bounded) and returns its output; it exits non-zero
+    /// when a plugin failed to load.
+    pub fn reload(&self) -> Result<Output> {
+        run(
+            Command::new(mgre_bin())
+                .args(["reload", "--socket"])
+                .arg(&self.socket),
+            SHOW_TIMEOUT,
+        )
+    }
+
+    /// Sends SIGHUP (reload plugins) to the daemon, by its PID.
+    pub fn hangup(&self) -> Result<()> {
+        let pid = self.pid().context("daemon not running")?;
+        let pid = libc::pid_t::try_from(pid).context("PID out of range")?;
+        // SAFETY: plain syscall; `pid` is our own unreaped child (`child` is still `Some`),
+        // so it names that process.
+        let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context("SIGHUP");
+        }
+        Ok(())
+    }
+
+    /// Whether the daemon process is still alive (not exited, not a zombie).
+    pub fn is_alive(&self) -> bool {
+        let Some(pid) = self.pid() else {
+            return false;
+        };
+        // `/proc/PID/stat` is "PID (comm) STATE ...": the state follows the last ')'.
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let after = stat.rsplit_once(')')?.1;
+                after.split_whitespace().next().map(|state| state != "Z")
+            })
+            .unwrap_or(false)
     }
 
     /// The peer object named `name` from [`Daemon::peers`].
@@ -237,5 +308,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const SHOW_TIMEOUT: Duration = Duration::from_secs(10);
 const READY_POLL: Duration = Duration::from_millis(100);
+/// How often [`Daemon::wait_plugin`] asks.
+pub const PLUGIN_POLL: Duration = Duration::from_millis(50);
 /// Bytes of log quoted in failure messages.
 const LOG_TAIL: usize = 16 * 1024;

@@ -11,7 +11,12 @@
 //! - [`Daemon`]: one `mgre run` process; [`Daemon::stats`] and [`Daemon::peers`] read
 //!   `mgre show … --json`.
 //! - Traffic: [`ping`], [`tcp_transfer`], [`send_raw_gre`], [`send_udp`], [`syn_mss`];
-//!   packet builders in [`packet`].
+//!   packet builders and parsers in [`packet`]; a sequence-numbered constant-rate UDP
+//!   stream, [`udp_stream`]; TOS/DSCP observers on the tunnel or a LAN, [`observe`].
+//! - Plugins: [`plugin_wasm`] and [`fixture_wasm`] build the example plugins and the hostile
+//!   fixture guests (once per process, serialised across processes); [`PluginEntry`] is a
+//!   site's `[[plugin]]` config ([`TopologyBuilder::plugin`]); [`Daemon::plugins`] reads
+//!   `mgre show plugins --json` and [`plugin_status`] picks one plugin out of it.
 //!
 //! What it must not do: touch the host's own namespace (every device is created inside a
 //! namespace the harness made, via `ip -n`), use addresses outside the documentation ranges
@@ -27,20 +32,33 @@ mod cmd;
 mod daemon;
 mod names;
 mod netns;
+mod observe;
 pub mod packet;
+mod plugins;
+mod stream;
 mod topology;
 mod traffic;
+mod wasm;
 
 pub use cmd::{run, run_ok, wait_until};
-pub use daemon::{Daemon, READY_TIMEOUT, STOP_TIMEOUT, counter, mgre_bin, mgre_check};
+pub use daemon::{Daemon, PLUGIN_POLL, READY_TIMEOUT, STOP_TIMEOUT, counter, mgre_bin, mgre_check};
 pub use names::{MAX_NETNS_NAME, MAX_TAG, Namer, TempDir};
 pub use netns::{Netns, join, netns_list};
+pub use observe::{GRE_UDP_PORT, MAX_CAPTURED, Observation, SETTLE, Tap, observe};
+pub use plugins::{
+    Failure, PluginEntry, plugin_counter, plugin_number, plugin_status, plugins_section,
+};
+pub use stream::{DELIVERY_SETTLE, DRAIN_TIMEOUT, StreamReport, udp_deliveries, udp_stream};
 pub use topology::{
     Encap, LAN_V4_LEN, LAN_V6_LEN, MAX_SPOKES, METRICS_ADDR, SPOKE_ROUTES, Site, SiteAddrs, SiteId,
     SpokeOptions, Topology, TopologyBuilder,
 };
 pub use traffic::{
     CAPTURE_TIMEOUT, Digest, TRANSFER_DEADLINE, ping, send_raw_gre, send_udp, syn_mss, tcp_transfer,
+};
+pub use wasm::{
+    FIXTURES, PLUGIN_PACKAGES, fixture_wasm, plugin_wasm, target_dir, with_custom_section,
+    workspace_root,
 };
 
 #[cfg(test)]
@@ -239,6 +257,38 @@ mod tests {
         );
         // ...and the calling thread is still in its own namespace.
         assert!(std::net::UdpSocket::bind(("192.0.2.250", 0)).is_err());
+    }
+
+    #[test]
+    fn harness_renders_direct_peers_and_plugin_sections() {
+        let spec = Topology::builder("hrend")
+            .spokes(3)
+            .direct(1, 2)
+            .plugin(
+                SiteId::Spoke(1),
+                PluginEntry::new("policy", "spoke_policy.wasm").config("default = \"allow\""),
+            )
+            .site_toml(SiteId::Spoke(1), "# extra");
+        let sock = std::path::Path::new("/nonexistent/s.sock");
+        let s1 = spec.render_config(SiteId::Spoke(1), sock, "t");
+        let s2 = spec.render_config(SiteId::Spoke(2), sock, "t");
+        let s3 = spec.render_config(SiteId::Spoke(3), sock, "t");
+        let hub = spec.render_config(SiteId::Hub, sock, "t");
+        assert!(
+            s1.contains("name = \"spoke2\"\nnbma = \"192.0.2.12\""),
+            "{s1}"
+        );
+        assert!(
+            s2.contains("name = \"spoke1\"\nnbma = \"192.0.2.11\""),
+            "{s2}"
+        );
+        assert!(!s3.contains("name = \"spoke1\""), "{s3}");
+        assert!(
+            s1.contains("[plugins]\ndir = \"spoke1-plugins\"\n\n[[plugin]]\nname = \"policy\""),
+            "{s1}"
+        );
+        assert!(s1.ends_with("default = \"allow\"\n\n# extra\n"), "{s1}");
+        assert!(!s2.contains("[plugins]") && !hub.contains("[plugins]"));
     }
 
     #[test]

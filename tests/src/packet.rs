@@ -91,11 +91,105 @@ pub fn syn_mss(packet: &[u8], dst_port: u16) -> Option<Option<u16>> {
     Some(None)
 }
 
+/// What [`parse_tunnelled`] and [`parse_ip`] read from a captured packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The outer IPv4 header's TOS byte (DSCP << 2 | ECN); `None` for a packet that was
+    /// not tunnelled.
+    pub outer_tos: Option<u8>,
+    /// The (inner) IP packet's TOS / traffic-class byte.
+    pub tos: u8,
+    /// Its IP protocol (IPv6: the first next header).
+    pub protocol: u8,
+    /// TCP/UDP source port (0 for other protocols and later fragments).
+    pub src_port: u16,
+    /// TCP/UDP destination port (0 likewise).
+    pub dst_port: u16,
+}
+
+/// Parses an IPv4 packet (as a raw socket delivers it, header included) carrying GRE
+/// (protocol 47) or GRE-in-UDP (UDP to `gre_udp_port`), and the IPv4 or IPv6 packet inside.
+/// `None` for anything else or anything malformed.
+pub fn parse_tunnelled(packet: &[u8], gre_udp_port: u16) -> Option<Seen> {
+    if packet.first()? >> 4 != 4 {
+        return None;
+    }
+    let outer_tos = *packet.get(1)?;
+    let header_len = usize::from(packet[0] & 0x0f) * 4;
+    let payload = packet.get(header_len..)?;
+    let gre = match *packet.get(9)? {
+        IPPROTO_GRE => payload,
+        IPPROTO_UDP if u16::from_be_bytes([*payload.get(2)?, *payload.get(3)?]) == gre_udp_port => {
+            payload.get(UDP_HEADER..)?
+        }
+        _ => return None,
+    };
+    let flags = *gre.first()?;
+    let mut gre_len = GRE_HEADER;
+    for (bit, word) in [(GRE_C | GRE_R, 4), (GRE_K, 4), (GRE_S, 4)] {
+        if flags & bit != 0 {
+            gre_len += word;
+        }
+    }
+    match u16::from_be_bytes([*gre.get(2)?, *gre.get(3)?]) {
+        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => {}
+        _ => return None,
+    }
+    let inner = parse_ip(gre.get(gre_len..)?)?;
+    Some(Seen {
+        outer_tos: Some(outer_tos),
+        ..inner
+    })
+}
+
+/// Parses a plain IPv4 or IPv6 packet (IPv6 without extension headers).
+pub fn parse_ip(packet: &[u8]) -> Option<Seen> {
+    let (tos, protocol, l4) = match packet.first()? >> 4 {
+        4 => {
+            let header_len = usize::from(packet[0] & 0x0f) * 4;
+            let fragment_offset = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]) & 0x1fff;
+            let l4 = (fragment_offset == 0)
+                .then(|| packet.get(header_len..))
+                .flatten();
+            (*packet.get(1)?, *packet.get(9)?, l4)
+        }
+        6 => {
+            let tc = (packet[0] & 0x0f) << 4 | packet.get(1)? >> 4;
+            (tc, *packet.get(6)?, packet.get(IPV6_HEADER..))
+        }
+        _ => return None,
+    };
+    let ports = match (protocol, l4) {
+        (IPPROTO_TCP | IPPROTO_UDP, Some(l4)) if l4.len() >= 4 => (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        ),
+        _ => (0, 0),
+    };
+    Some(Seen {
+        outer_tos: None,
+        tos,
+        protocol,
+        src_port: ports.0,
+        dst_port: ports.1,
+    })
+}
+
 const IPV4_HEADER: usize = 20;
 const IPV6_HEADER: usize = 40;
 const TCP_HEADER: usize = 20;
+const UDP_HEADER: usize = 8;
+const GRE_HEADER: usize = 4;
+const GRE_C: u8 = 0x80;
+const GRE_R: u8 = 0x40;
+const GRE_K: u8 = 0x20;
+const GRE_S: u8 = 0x10;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_GRE: u8 = 47;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 const TCPOPT_END: u8 = 0;
@@ -118,6 +212,44 @@ mod tests {
         assert_eq!(packet.len(), 20 + 8 + 33);
         assert_eq!(inet_checksum(&packet[..20]), 0);
         assert_eq!(inet_checksum(&packet[20..]), 0);
+    }
+
+    #[test]
+    fn tunnelled_packets_yield_outer_tos_and_inner_ports() {
+        let mut inner = vec![0x45, 0xb8, 0, 28, 0, 0, 0x40, 0, 64, IPPROTO_UDP, 0, 0];
+        inner.extend_from_slice(&[203, 0, 113, 2, 203, 0, 113, 66]);
+        inner.extend_from_slice(&[0x9c, 0x40, 0x4e, 0x20, 0, 8, 0, 0]); // 40000 -> 20000
+        let outer = |protocol: u8, tos: u8, payload: &[u8]| {
+            let mut p = vec![0x45, tos, 0, 0, 0, 0, 0x40, 0, 64, protocol, 0, 0];
+            p.extend_from_slice(&[192, 0, 2, 11, 192, 0, 2, 1]);
+            p.extend_from_slice(payload);
+            p
+        };
+        // GRE with a key.
+        let mut gre = vec![GRE_K, 0, 0x08, 0x00, 0, 0, 0, 42];
+        gre.extend_from_slice(&inner);
+        let seen = parse_tunnelled(&outer(IPPROTO_GRE, 0xb8, &gre), 4754).expect("GRE");
+        assert_eq!(
+            seen,
+            Seen {
+                outer_tos: Some(0xb8),
+                tos: 0xb8,
+                protocol: IPPROTO_UDP,
+                src_port: 40000,
+                dst_port: 20000
+            }
+        );
+        // GRE-in-UDP to the right port only.
+        let mut udp = vec![0xc0, 0x00, 0x12, 0x92, 0, 0, 0, 0, 0, 0, 0x08, 0x00];
+        udp.extend_from_slice(&inner);
+        let seen = parse_tunnelled(&outer(IPPROTO_UDP, 0x60, &udp), 4754).expect("GRE-in-UDP");
+        assert_eq!((seen.outer_tos, seen.dst_port), (Some(0x60), 20000));
+        assert_eq!(parse_tunnelled(&outer(IPPROTO_UDP, 0x60, &udp), 4755), None);
+        // Short input never panics.
+        let full = outer(IPPROTO_GRE, 0, &gre);
+        for len in 0..full.len() {
+            let _ = parse_tunnelled(&full[..len], 4754);
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use crate::daemon::Daemon;
 use crate::names::{Namer, TempDir};
 use crate::netns::Netns;
+use crate::plugins::{PluginEntry, plugins_section, quote};
 
 /// How a spoke and the hub encapsulate traffic between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -155,6 +156,12 @@ pub struct TopologyBuilder {
     sequence: Option<bool>,
     metrics: bool,
     log: String,
+    /// Spoke pairs with a direct `[[peer]]` for each other.
+    direct: Vec<(usize, usize)>,
+    /// `[[plugin]]` entries per site, in chain order.
+    plugins: Vec<(SiteId, PluginEntry)>,
+    /// Raw TOML appended to a site's config.
+    extra: Vec<(SiteId, String)>,
 }
 
 impl TopologyBuilder {
@@ -208,6 +215,33 @@ impl TopologyBuilder {
     /// `[daemon] log` filter on every site (default `debug`).
     pub fn log(mut self, filter: &str) -> Self {
         self.log = filter.to_owned();
+        self
+    }
+
+    /// Gives spokes `a` and `b` a `[[peer]]` for each other (plain GRE, the topology-wide
+    /// key, the other's `map`), so traffic between their LANs goes straight from one to the
+    /// other instead of through the hub.
+    ///
+    /// # Panics
+    /// If `a == b` or either is not a spoke of this builder (call [`Self::spokes`] first).
+    pub fn direct(mut self, a: usize, b: usize) -> Self {
+        assert_ne!(a, b, "a spoke cannot peer with itself");
+        self.spoke_mut(a);
+        self.spoke_mut(b);
+        self.direct.push((a, b));
+        self
+    }
+
+    /// Adds a `[[plugin]]` entry to site `id`'s config (after any added before: chain
+    /// order). The first one also adds `[plugins] dir`, the site's [`Site::plugin_dir`].
+    pub fn plugin(mut self, id: SiteId, entry: PluginEntry) -> Self {
+        self.plugins.push((id, entry));
+        self
+    }
+
+    /// Appends raw TOML to site `id`'s config, after the peers and plugins.
+    pub fn site_toml(mut self, id: SiteId, toml: &str) -> Self {
+        self.extra.push((id, toml.to_owned()));
         self
     }
 
@@ -271,7 +305,12 @@ impl TopologyBuilder {
             SiteId::Hub => (1..=self.spokes.len())
                 .map(|k| (SiteId::Spoke(k), self.spokes[k - 1]))
                 .collect(),
-            SiteId::Spoke(k) => vec![(SiteId::Hub, self.spokes[k - 1])],
+            SiteId::Spoke(k) => std::iter::once((SiteId::Hub, self.spokes[k - 1]))
+                .chain(self.direct_partners(k).map(|other| {
+                    // Spoke to spoke: plain GRE and the topology-wide key on both ends.
+                    (SiteId::Spoke(other), SpokeOptions::default())
+                }))
+                .collect(),
         };
         for (peer, options) in peers {
             let addrs = SiteAddrs::of(peer);
@@ -284,6 +323,20 @@ impl TopologyBuilder {
                 line(format!("key = {key}"));
             }
             line(format!("map = {}", list(&addrs.map())));
+        }
+        let plugins: Vec<&PluginEntry> = self
+            .plugins
+            .iter()
+            .filter(|(site, _)| *site == id)
+            .map(|(_, entry)| entry)
+            .collect();
+        if !plugins.is_empty() {
+            toml.push_str(&plugins_section(&plugin_dir_name(id), &plugins));
+        }
+        for (_, text) in self.extra.iter().filter(|(site, _)| *site == id) {
+            toml.push('\n');
+            toml.push_str(text.trim_end());
+            toml.push('\n');
         }
         toml
     }
@@ -309,6 +362,19 @@ impl TopologyBuilder {
             underlay,
             names,
             dir,
+        })
+    }
+
+    /// The spokes that [`Self::direct`] paired with spoke `k`, in the order given.
+    fn direct_partners(&self, k: usize) -> impl Iterator<Item = usize> + '_ {
+        self.direct.iter().filter_map(move |&(a, b)| {
+            if a == k {
+                Some(b)
+            } else if b == k {
+                Some(a)
+            } else {
+                None
+            }
         })
     }
 
@@ -341,6 +407,9 @@ impl Topology {
             sequence: None,
             metrics: false,
             log: "debug".to_owned(),
+            direct: Vec::new(),
+            plugins: Vec::new(),
+            extra: Vec::new(),
         }
     }
 
@@ -485,6 +554,9 @@ pub struct Site {
     pub socket: PathBuf,
     /// Daemon log file.
     pub log: PathBuf,
+    /// The plugin directory (`[plugins] dir` when the builder gave this site plugins);
+    /// always created, empty until a test puts files there.
+    pub plugin_dir: PathBuf,
 }
 
 impl Site {
@@ -520,6 +592,29 @@ impl Site {
         self.router
             .ip(&format!("link show dev {}", self.tun))
             .is_ok()
+    }
+
+    /// Path of `file` in this site's plugin directory.
+    pub fn plugin_path(&self, file: &str) -> PathBuf {
+        self.plugin_dir.join(file)
+    }
+
+    /// Puts `bytes` into the plugin directory as `file` the way deploy tools do: written to
+    /// a hidden temporary file (which the daemon's watcher ignores), then renamed over
+    /// `file` in one step. Returns when the rename has completed.
+    pub fn replace_plugin(&self, file: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.plugin_path(file);
+        let tmp = self.plugin_dir.join(format!(".{file}.tmp"));
+        fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    }
+
+    /// Copies the wasm file at `from` into the plugin directory as `file` (see
+    /// [`Self::replace_plugin`]).
+    pub fn install_plugin(&self, file: &str, from: &Path) -> Result<()> {
+        let bytes = fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+        self.replace_plugin(file, &bytes)
     }
 
     fn start(&mut self) -> Result<()> {
@@ -605,6 +700,9 @@ impl Site {
         let config = dir.join(format!("{peer_name}.toml"));
         let socket = dir.join(format!("{peer_name}.sock"));
         let log = dir.join(format!("{peer_name}.log"));
+        let plugin_dir = dir.join(plugin_dir_name(id));
+        fs::create_dir_all(&plugin_dir)
+            .with_context(|| format!("creating {}", plugin_dir.display()))?;
         fs::write(&config, spec.render_config(id, &socket, &tun))
             .with_context(|| format!("writing {}", config.display()))?;
         let encap = match id {
@@ -625,26 +723,15 @@ impl Site {
             config,
             socket,
             log,
+            plugin_dir,
         })
     }
 }
 
-/// A TOML basic string.
-fn quote(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// The plugin directory of site `id`, relative to the config file (so the rendered config
+/// does not depend on where the scratch directory is).
+fn plugin_dir_name(id: SiteId) -> String {
+    format!("{}-plugins", id.peer_name())
 }
 
 /// A one-line TOML array of strings.

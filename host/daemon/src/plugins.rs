@@ -29,7 +29,8 @@ pub struct Plugins {
 }
 
 /// Starts the plugin host for `cfg`, if it configures plugins. Plugins that fail to load are
-/// reported (log, `mgre show plugins`) and their failure policy applies; the daemon runs.
+/// reported (log, `mgre show plugins`) and the daemon runs: a fail-open one is skipped, a
+/// fail-closed one drops every packet of the plugin stage until a version of it loads.
 pub fn start(cfg: &Config) -> anyhow::Result<Option<Plugins>> {
     let Some(pc) = &cfg.plugins else {
         return Ok(None);
@@ -119,6 +120,7 @@ pub fn status(set: &PluginSet) -> Value {
     json!({
         "generation": set.generation(),
         "reload_failures": set.reload_failures(),
+        "closed_unavailable": set.closed_unavailable(),
         "load_errors": set.load_errors().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "plugins": plugins,
     })

@@ -126,6 +126,7 @@ fn to_policy(v: &PolicyVerdict) -> Policy {
             dscp: m.outer_dscp,
             ecn: m.outer_ecn,
         }),
+        priority: m.priority,
         fail_closed: v.failed_closed,
     }
 }

@@ -96,11 +96,12 @@ impl Worker {
             fds.push(pollfd(u.listen_fd()));
         }
         while !self.stop.load(Ordering::Relaxed) {
+            // SAFETY: `fds` is a live, correctly sized array of pollfd.
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
+            // Pick up a newly published plugin generation before the batch that follows.
             if let Some(p) = &mut l.policy {
                 p.refresh();
             }
-            // SAFETY: `fds` is a live, correctly sized array of pollfd.
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
             if r <= 0 {
                 continue;
             }
@@ -268,16 +269,19 @@ impl Worker {
                         start,
                         len,
                         flow,
-                        tos,
-                    } if pick(peers[peer as usize].encap, flow) => Some((i, peer, start, len, tos)),
+                        marks,
+                    } if pick(peers[peer as usize].encap, flow) => {
+                        Some((i, peer, start, len, marks))
+                    }
                     _ => None,
                 })
         };
-        let items = selected().map(|(i, peer, start, len, tos)| {
+        let items = selected().map(|(i, peer, start, len, marks)| {
             (
                 &lane.batch.frame(i)[start..start + len],
                 SocketAddr::new(peers[peer as usize].nbma, port),
-                tos,
+                marks.tos,
+                marks.priority,
             )
         });
         let report = queue.send(fd, items);

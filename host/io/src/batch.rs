@@ -137,8 +137,9 @@ impl FrameBatch {
 /// Reusable arrays for one `sendmmsg` per output.
 pub struct SendQueue {
     failed: Vec<bool>,
-    /// One control-message buffer per datagram (aligned for `cmsghdr`), for a per-packet TOS.
-    controls: Vec<[u64; 4]>,
+    /// One control-message buffer per datagram (aligned for `cmsghdr`), for a per-packet TOS
+    /// and socket priority.
+    controls: Vec<[u64; 8]>,
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_storage>,
@@ -169,7 +170,7 @@ impl SendQueue {
     pub fn new(capacity: usize) -> Self {
         SendQueue {
             failed: vec![false; capacity],
-            controls: vec![[0; 4]; capacity],
+            controls: vec![[0; 8]; capacity],
             // SAFETY: all-zero is a valid value of these C structs.
             hdrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
             iovs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
@@ -177,17 +178,18 @@ impl SendQueue {
         }
     }
 
-    /// Sends every `(bytes, destination, tos)` yielded by `items` (at most `capacity`) on `fd`
-    /// with as few `sendmmsg` calls as the kernel allows; a `Some(tos)` sets that datagram's
-    /// IPv4 TOS / IPv6 traffic class (DSCP << 2 | ECN). A datagram the kernel rejects (e.g. no
-    /// route) is skipped and counted as failed; the rest are still sent.
+    /// Sends every `(bytes, destination, tos, priority)` yielded by `items` (at most
+    /// `capacity`) on `fd` with as few `sendmmsg` calls as the kernel allows; a `Some(tos)` sets
+    /// that datagram's IPv4 TOS / IPv6 traffic class (DSCP << 2 | ECN), a `Some(priority)` its
+    /// socket priority (`SO_PRIORITY`, which picks the qdisc band). A datagram the kernel
+    /// rejects (e.g. no route) is skipped and counted as failed; the rest are still sent.
     pub fn send<'a>(
         &mut self,
         fd: RawFd,
-        items: impl Iterator<Item = (&'a [u8], SocketAddr, Option<u8>)>,
+        items: impl Iterator<Item = (&'a [u8], SocketAddr, Option<u8>, Option<u8>)>,
     ) -> SendReport {
         let mut n = 0;
-        for (data, dst, tos) in items.take(self.hdrs.len()) {
+        for (data, dst, tos, priority) in items.take(self.hdrs.len()) {
             self.iovs[n] = libc::iovec {
                 iov_base: data.as_ptr() as *mut _,
                 iov_len: data.len(),
@@ -198,16 +200,14 @@ impl SendQueue {
             h.msg_namelen = len;
             h.msg_iov = &raw mut self.iovs[n];
             h.msg_iovlen = 1;
-            match tos {
-                Some(tos) => {
-                    let buf = &mut self.controls[n];
-                    h.msg_control = buf.as_mut_ptr().cast();
-                    h.msg_controllen = write_tos_cmsg(buf, dst.is_ipv4(), tos);
-                }
-                None => {
-                    h.msg_control = std::ptr::null_mut();
-                    h.msg_controllen = 0;
-                }
+            let buf = &mut self.controls[n];
+            let len = write_cmsgs(buf, dst.is_ipv4(), tos, priority);
+            if len == 0 {
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+            } else {
+                h.msg_control = buf.as_mut_ptr().cast();
+                h.msg_controllen = len;
             }
             h.msg_flags = 0;
             self.failed[n] = false;
@@ -255,26 +255,39 @@ impl SendQueue {
     }
 }
 
-/// Writes one `IP_TOS` / `IPV6_TCLASS` control message into `buf`; returns its length.
-fn write_tos_cmsg(buf: &mut [u64; 4], ipv4: bool, tos: u8) -> usize {
-    let (level, ty) = if ipv4 {
+/// Writes the `IP_TOS` / `IPV6_TCLASS` and `SO_PRIORITY` control messages asked for into
+/// `buf`; returns their total length (0 for none).
+fn write_cmsgs(buf: &mut [u64; 8], ipv4: bool, tos: Option<u8>, priority: Option<u8>) -> usize {
+    let tclass = if ipv4 {
         (libc::IPPROTO_IP, libc::IP_TOS)
     } else {
         (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
     };
-    let value = i32::from(tos);
-    // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic; the buffer (32 bytes, 8-aligned) is at
-    // least CMSG_SPACE(4) = 24 bytes, so the header and the int payload fit.
-    unsafe {
-        let space = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize;
-        debug_assert!(space <= std::mem::size_of_val(buf));
-        let hdr = buf.as_mut_ptr().cast::<libc::cmsghdr>();
-        (*hdr).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
-        (*hdr).cmsg_level = level;
-        (*hdr).cmsg_type = ty;
-        std::ptr::write_unaligned(libc::CMSG_DATA(hdr).cast::<i32>(), value);
-        space
+    let wanted = [
+        tos.map(|t| (tclass, t)),
+        priority.map(|p| ((libc::SOL_SOCKET, libc::SO_PRIORITY), p)),
+    ];
+    let mut used = 0;
+    for ((level, ty), value) in wanted.into_iter().flatten() {
+        // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic. The buffer is 64 bytes and 8-aligned; two
+        // messages of CMSG_SPACE(4) = 24 bytes each fit, so the header and int payload written
+        // at `used` stay inside it.
+        unsafe {
+            let space = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize;
+            debug_assert!(used + space <= std::mem::size_of_val(buf));
+            let hdr = buf
+                .as_mut_ptr()
+                .cast::<u8>()
+                .add(used)
+                .cast::<libc::cmsghdr>();
+            (*hdr).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+            (*hdr).cmsg_level = level;
+            (*hdr).cmsg_type = ty;
+            std::ptr::write_unaligned(libc::CMSG_DATA(hdr).cast::<i32>(), i32::from(value));
+            used += space;
+        }
     }
+    used
 }
 
 fn std_to_sockaddr(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
@@ -356,10 +369,14 @@ mod tests {
         let mut q = SendQueue::new(16);
         let r = q.send(
             tx.as_raw_fd(),
-            payloads
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (&p[..], dst, (i % 2 == 0).then_some(0xb8))),
+            payloads.iter().enumerate().map(|(i, p)| {
+                (
+                    &p[..],
+                    dst,
+                    (i % 2 == 0).then_some(0xb8),
+                    (i % 3 == 0).then_some(6),
+                )
+            }),
         );
         assert_eq!((r.sent, r.offered), (10, 10));
         assert!(r.error.is_none());

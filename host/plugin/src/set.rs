@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::error::LoadError;
 use crate::load::{ContentHash, LoadedPlugin};
 use crate::runtime::{QuarantinePolicy, Runtime};
-use crate::spec::{Hook, Hooks, PluginSpec, SiteContext};
+use crate::spec::{FailurePolicy, Hook, Hooks, PluginSpec, SiteContext};
 use crate::stats::PluginStats;
 
 /// One generation of plugins.
@@ -26,6 +26,9 @@ pub struct PluginSet {
     pub(crate) chains: [Vec<usize>; 3],
     errors: Vec<LoadError>,
     reload_failures: u64,
+    /// Fail-closed plugins with no version to serve (never loaded successfully): while any
+    /// exists, every packet that reaches the plugin stage is dropped, as if it had failed.
+    closed_unavailable: Vec<String>,
 }
 
 /// One configured plugin and what became of it.
@@ -97,6 +100,7 @@ impl PluginSet {
             chains: Default::default(),
             errors: Vec::new(),
             reload_failures: 0,
+            closed_unavailable: Vec::new(),
         }
     }
 
@@ -106,9 +110,16 @@ impl PluginSet {
         self.generation
     }
 
-    /// Whether no hook will be called (the dataplane may skip the plugin stage).
+    /// Whether no hook will be called and nothing is blocked (the dataplane may skip the
+    /// plugin stage).
     pub fn is_empty(&self) -> bool {
-        self.chains.iter().all(Vec::is_empty)
+        self.chains.iter().all(Vec::is_empty) && self.closed_unavailable.is_empty()
+    }
+
+    /// Fail-closed plugins that have no version to serve; while any is listed, every packet
+    /// of the plugin stage gets `failed_closed`.
+    pub fn closed_unavailable(&self) -> &[String] {
+        &self.closed_unavailable
     }
 
     /// Names of the plugins the chain of `hook` calls, in order.
@@ -204,6 +215,12 @@ impl Runtime {
             }
             entries.push(entry);
         }
+        let closed_unavailable = specs
+            .iter()
+            .zip(&entries)
+            .filter(|(spec, e)| spec.failure == FailurePolicy::Closed && e.serving.is_none())
+            .map(|(spec, _)| spec.name.clone())
+            .collect();
         let plugins: Vec<_> = entries.iter().filter_map(|e| e.serving.clone()).collect();
         let chains = Hook::ALL.map(|hook| {
             (0..plugins.len())
@@ -218,6 +235,7 @@ impl Runtime {
             chains,
             errors,
             reload_failures: failures,
+            closed_unavailable,
         }
     }
 }

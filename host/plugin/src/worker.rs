@@ -139,6 +139,13 @@ impl WorkerPlugins {
         if out.is_empty() {
             return;
         }
+        if !self.set.closed_unavailable().is_empty() {
+            for v in out.iter_mut() {
+                v.failed_closed = true;
+                v.ttl_ms = 0;
+            }
+            return;
+        }
         let WorkerPlugins { set, instances } = self;
         for hook in Hook::ALL {
             for &index in &set.chains[hook.index()] {

@@ -140,5 +140,43 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The per-packet cost of a flow-cache probe (what a steady flow pays instead of a plugin call).
+fn flow_cache(c: &mut Criterion) {
+    use mgre_proto::flowcache::{FlowCache, FlowKey};
+    use mgre_proto::wire::ip::Addr;
+    let key = |i: u32| FlowKey {
+        src: Addr::V4(0xcb00_7102),
+        dst: Addr::V4(0xcb00_7142 ^ (i >> 16)),
+        src_port: i as u16,
+        dst_port: 5060,
+        protocol: 17,
+        direction: 0,
+        ingress: u16::MAX,
+        dscp: 46,
+    };
+    let mut cache = FlowCache::new(1 << 16);
+    for i in 0..10_000 {
+        cache.insert(key(i), i, 0, 60_000, 1);
+    }
+    let keys: Vec<FlowKey> = (0..10_000).map(key).collect();
+    let mut g = c.benchmark_group("flowcache");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function("hit (10k flows, 64k slots)", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(cache.get(black_box(&keys[i]), 1, 1))
+        })
+    });
+    let misses: Vec<FlowKey> = (20_000..30_000).map(key).collect();
+    g.bench_function("miss", |b| {
+        b.iter(|| {
+            i = (i + 1) % misses.len();
+            black_box(cache.get(black_box(&misses[i]), 1, 1))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, flow_cache);
 criterion_main!(benches);

@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rustc_hash::FxHashMap;
 
 use crate::peer::{Peer, PeerId};
-use crate::policy::{Action, Direction, Inspected, Policy};
+use crate::policy::{Action, Direction, Inspected, Policy, TxMarks};
 use crate::prefix::{Prefix, PrefixTable};
 use crate::stats::{DropReason, WorkerStats};
 use crate::wire::gre::{self, GreError, GreRepr};
@@ -84,9 +84,8 @@ pub enum Verdict {
         len: usize,
         /// Inner flow hash.
         flow: u32,
-        /// Outer traffic class (DSCP << 2 | ECN) a policy asked for; `None` leaves the
-        /// socket default.
-        tos: Option<u8>,
+        /// Outer traffic class and socket priority a policy asked for.
+        marks: TxMarks,
     },
     /// Write `frame[start..start + len]`, an inner IP packet, to the TUN.
     Tun {
@@ -373,9 +372,12 @@ impl Dataplane {
         if let Some(dscp) = policy.inner_dscp {
             ip::set_dscp(&mut frame[start..start + len], meta, dscp);
         }
-        let tos = policy
-            .outer
-            .map(|o| o.traffic_class(ip::traffic_class(&frame[start..start + len], meta)));
+        let marks = TxMarks {
+            tos: policy
+                .outer
+                .map(|o| o.traffic_class(ip::traffic_class(&frame[start..start + len], meta))),
+            priority: policy.priority,
+        };
         match (p.direction, dest) {
             (Direction::Outbound, None) => drop(stats, DropReason::NoRoute),
             (Direction::Outbound, Some(peer)) => {
@@ -389,13 +391,13 @@ impl Dataplane {
                 }
                 self.clamp(stats, &mut frame[start..start + len], meta);
                 let flow = ip::flow_hash(&frame[start..start + len], meta);
-                self.encap(ws, peer, frame, start, len, flow, tos)
+                self.encap(ws, peer, frame, start, len, flow, marks)
             }
             (_, None) => {
                 self.clamp(stats, &mut frame[start..start + len], meta);
                 Verdict::Tun { start, len }
             }
-            (_, Some(to)) => self.hairpin(ws, stats, frame, p, to, tos),
+            (_, Some(to)) => self.hairpin(ws, stats, frame, p, to, marks),
         }
     }
 
@@ -408,7 +410,7 @@ impl Dataplane {
         frame: &mut [u8],
         p: &Inspected,
         to: PeerId,
-        tos: Option<u8>,
+        marks: TxMarks,
     ) -> Verdict {
         let (start, len, meta) = (p.start, p.len, &p.meta);
         let mtu = self.peer_mtu(to);
@@ -417,7 +419,7 @@ impl Dataplane {
             return match (self.too_big(stats, frame, start, len, meta, mtu), p.ingress) {
                 (Some((s, l)), Some(from)) => {
                     let flow = ip::flow_hash(&frame[s..s + l], meta);
-                    self.encap(ws, from, frame, s, l, flow, None)
+                    self.encap(ws, from, frame, s, l, flow, TxMarks::NONE)
                 }
                 _ => Verdict::Drop(DropReason::TooBig),
             };
@@ -428,7 +430,7 @@ impl Dataplane {
         self.clamp(stats, &mut frame[start..start + len], meta);
         stats.hairpin.count(len);
         let flow = ip::flow_hash(&frame[start..start + len], meta);
-        self.encap(ws, to, frame, start, len, flow, tos)
+        self.encap(ws, to, frame, start, len, flow, marks)
     }
 
     /// The peer whose map holds the longest prefix containing `dst` (no NHS fallback).
@@ -448,7 +450,7 @@ impl Dataplane {
         start: usize,
         len: usize,
         flow: u32,
-        tos: Option<u8>,
+        marks: TxMarks,
     ) -> Verdict {
         let p = &self.cfg.peers[peer as usize];
         let protocol = if frame[start] >> 4 == 6 {
@@ -476,7 +478,7 @@ impl Dataplane {
             start: new_start,
             len: len + hlen,
             flow,
-            tos,
+            marks,
         }
     }
 

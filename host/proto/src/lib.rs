@@ -17,6 +17,6 @@ pub mod wire;
 
 pub use dataplane::{Dataplane, DataplaneConfig, Role, Step, Verdict, WorkerState};
 pub use peer::{Encap, Peer, PeerId};
-pub use policy::{Action, Direction, Inspected, OuterMark, Policy};
+pub use policy::{Action, Direction, Inspected, OuterMark, Policy, TxMarks};
 pub use prefix::{Prefix, PrefixTable};
 pub use stats::{DropReason, WorkerStats};

@@ -69,8 +69,27 @@ pub struct Policy {
     pub inner_dscp: Option<u8>,
     /// Outer traffic class; `None` leaves the underlay socket's default.
     pub outer: Option<OuterMark>,
+    /// Socket priority (0–7) for the underlay send; `None` leaves the socket default.
+    pub priority: Option<u8>,
     /// A fail-closed plugin failed on this packet's batch: drop it.
     pub fail_closed: bool,
+}
+
+/// Per-packet settings of the underlay send that a policy chose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxMarks {
+    /// Outer traffic class (DSCP << 2 | ECN); `None` leaves the socket default.
+    pub tos: Option<u8>,
+    /// Socket priority; `None` leaves the socket default.
+    pub priority: Option<u8>,
+}
+
+impl TxMarks {
+    /// Socket defaults.
+    pub const NONE: TxMarks = TxMarks {
+        tos: None,
+        priority: None,
+    };
 }
 
 impl Policy {
@@ -79,6 +98,7 @@ impl Policy {
         action: Action::Default,
         inner_dscp: None,
         outer: None,
+        priority: None,
         fail_closed: false,
     };
 }

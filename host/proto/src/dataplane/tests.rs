@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::peer::Encap;
-use crate::policy::{Action, OuterMark, Policy};
+use crate::policy::{Action, OuterMark, Policy, TxMarks};
 use crate::wire::checksum;
 use crate::wire::ip::tests::tcp_syn_v4;
 
@@ -526,11 +526,11 @@ fn marks_rewrite_the_inner_dscp_and_set_the_outer_traffic_class() {
         ..Policy::DEFAULT
     };
     let (v, f) = n.tun_with(&pkt, copy);
-    let Verdict::Underlay { tos, .. } = v else {
+    let Verdict::Underlay { marks, .. } = v else {
         panic!("{v:?}")
     };
     assert_eq!(
-        tos,
+        marks.tos,
         Some(46 << 2 | 1),
         "outer copies the re-marked inner DSCP and the ECN"
     );
@@ -542,18 +542,25 @@ fn marks_rewrite_the_inner_dscp_and_set_the_outer_traffic_class() {
         "inner header checksum still valid"
     );
     let explicit = Policy {
+        priority: Some(6),
         outer: Some(OuterMark {
             dscp: Some(34),
             ecn: Some(0),
         }),
         ..Policy::DEFAULT
     };
-    let Verdict::Underlay { tos, .. } = n.tun_with(&pkt, explicit).0 else {
+    let Verdict::Underlay { marks, .. } = n.tun_with(&pkt, explicit).0 else {
         panic!()
     };
-    assert_eq!(tos, Some(34 << 2));
-    let Verdict::Underlay { tos, .. } = n.tun_with(&pkt, Policy::DEFAULT).0 else {
+    assert_eq!(
+        marks,
+        TxMarks {
+            tos: Some(34 << 2),
+            priority: Some(6)
+        }
+    );
+    let Verdict::Underlay { marks, .. } = n.tun_with(&pkt, Policy::DEFAULT).0 else {
         panic!()
     };
-    assert_eq!(tos, None, "no mark: socket default");
+    assert_eq!(marks, TxMarks::NONE, "no mark: socket defaults");
 }
