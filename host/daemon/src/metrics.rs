@@ -151,6 +151,9 @@ impl Collector for TunnelCollector {
     }
 }
 
+/// A per-plugin counter family: name, help text and which statistic it reads.
+type PluginFamily = (&'static str, &'static str, fn(&mgre_plugin::PluginStats) -> u64);
+
 /// Per-plugin metrics: calls, packets, time, faults by kind, quarantines, state, generation,
 /// reload failures and the plugin's own counters.
 fn encode_plugins(
@@ -158,7 +161,7 @@ fn encode_plugins(
     set: &mgre_plugin::PluginSet,
 ) -> Result<(), std::fmt::Error> {
     let status = set.status();
-    let counters: [(&str, &str, fn(&mgre_plugin::PluginStats) -> u64); 4] = [
+    let counters: [PluginFamily; 4] = [
         ("plugin_calls", "Plugin hook calls", |s| s.calls),
         (
             "plugin_packets",

@@ -442,6 +442,7 @@ impl Dataplane {
     }
 
     /// Writes the GRE header for `peer` in front of the inner packet.
+    #[allow(clippy::too_many_arguments)]
     fn encap(
         &self,
         ws: &mut WorkerState,

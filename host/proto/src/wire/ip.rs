@@ -378,7 +378,7 @@ pub(crate) mod tests {
         assert_eq!(traffic_class(&p, &m), 46 << 2 | 2);
         assert_eq!(checksum::checksum(&p[..20]), 0);
         let mut v6 = vec![0u8; 40];
-        v6[0] = 0x60 | 0x0;
+        v6[0] = 0x60;
         v6[1] = 0x1f; // ECN 1, flow label bits
         v6[4..6].copy_from_slice(&0u16.to_be_bytes());
         let m6 = parse(&v6).unwrap();
