@@ -152,7 +152,11 @@ impl Collector for TunnelCollector {
 }
 
 /// A per-plugin counter family: name, help text and which statistic it reads.
-type PluginFamily = (&'static str, &'static str, fn(&mgre_plugin::PluginStats) -> u64);
+type PluginFamily = (
+    &'static str,
+    &'static str,
+    fn(&mgre_plugin::PluginStats) -> u64,
+);
 
 /// Per-plugin metrics: calls, packets, time, faults by kind, quarantines, state, generation,
 /// reload failures and the plugin's own counters.
