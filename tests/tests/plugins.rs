@@ -295,6 +295,48 @@ dst-port = [873, "9000-9010"]
 }
 
 /// Builds the topology, installs `(site, package, file)` plugin files, starts every daemon.
+#[test]
+fn sighup_rereads_the_plugin_config_and_swaps_in_a_new_generation() -> Result<()> {
+    let topo = started(
+        Topology::builder("hup").spokes(1).plugin(
+            SiteId::Hub,
+            PluginEntry::new("classes", DSCP_CLASSIFIER).config(r#"classes = ["voice", "bulk"]"#),
+        ),
+        &[(SiteId::Hub, "dscp-classifier", DSCP_CLASSIFIER)],
+    )?;
+    let hub = topo.hub();
+    let before = ensure_active(hub, "classes")?;
+    let generation = before["generation"].as_u64().context("no generation")?;
+    let config = std::fs::read_to_string(&hub.config)?;
+    let edited = config.replace(
+        r#"classes = ["voice", "bulk"]"#,
+        r#"classes = ["voice", "video", "bulk"]"#,
+    );
+    ensure!(
+        edited != config,
+        "the plugin config line was not found in {}",
+        hub.config.display()
+    );
+    std::fs::write(&hub.config, edited)?;
+    hub.daemon().hangup()?;
+    let after = hub.daemon().wait_plugin("classes", PLUGIN_WAIT, |s| {
+        s["generation"].as_u64().is_some_and(|g| g > generation)
+    })?;
+    let names: Vec<&str> = after["classes"]
+        .as_array()
+        .context("no classes")?
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    ensure!(
+        names == ["voice", "video", "bulk"],
+        "classes after SIGHUP: {names:?}"
+    );
+    ensure!(hub.daemon().is_alive(), "the hub died on SIGHUP");
+    ensure_ping(&topo, topo.spoke(1), hub.addrs.host_v4.into())?;
+    Ok(())
+}
+
 fn started(builder: TopologyBuilder, files: &[(SiteId, &str, &str)]) -> Result<Topology> {
     let mut topo = builder.build()?;
     for (id, package, file) in files {
