@@ -18,7 +18,8 @@
 #
 # runs `mgre run` with examples/{hub,spoke1,spoke2,spoke3}.toml (copied to a
 # temp dir, only the control socket path rewritten), checks connectivity
-# (ping IPv4/IPv6, one iperf3 TCP transfer), shows `mgre show peers/stats`
+# (ping IPv4/IPv6, one iperf3 TCP transfer) with three policy plugins on the hub,
+# shows `mgre show peers/stats/plugins`
 # of the hub and prints a PASS/FAIL report. Exit status 0 only if every check
 # passed. Everything (daemons, iperf3, namespaces) is removed on every exit path.
 #
@@ -80,6 +81,7 @@ else
 	use_built_mgre
 fi
 [[ -x $MGRE ]] || die "mgre binary not found at $MGRE"
+build_plugins || die "building the example plugins for wasm32-unknown-unknown failed"
 
 make_tmp demo
 
@@ -97,6 +99,9 @@ for site in "${SITES[@]}"; do
 	grep -q "^[[:space:]]*socket[[:space:]]*=[[:space:]]*\"${SOCK[$site]}\"" "${CFG[$site]}" ||
 		die "could not rewrite the socket path in ${CFG[$site]}"
 done
+# The hub runs the three example policy plugins (classify -> mark -> route on every packet
+# it forwards): dscp-classifier, voip-qos, spoke-policy (allow-all with a blackhole).
+add_example_plugins "${CFG[hub]}" "$TMP/plugins-hub"
 
 check_ok=1
 for site in "${SITES[@]}"; do
@@ -242,6 +247,21 @@ echo
 echo "### mgre show stats --socket ${SOCK[hub]}   (hub)"
 timeout 5 "$MGRE" show stats --socket "${SOCK[hub]}" || record_check FAIL "mgre show stats (hub)"
 echo
+
+echo "### mgre show plugins --socket ${SOCK[hub]}   (hub)"
+timeout 5 "$MGRE" show plugins --socket "${SOCK[hub]}" || record_check FAIL "mgre show plugins (hub)"
+echo
+if plugins=$(timeout 5 "$MGRE" show plugins --json --socket "${SOCK[hub]}" 2>&1); then
+	active=$(grep -c '"state": "active"' <<<"$plugins" || true)
+	idle=$(grep -c '"calls": 0,' <<<"$plugins" || true)
+	if [[ $active -eq 3 && $idle -eq 0 ]]; then
+		record_check PASS "hub plugins: 3 active, each called on the forwarded traffic"
+	else
+		record_check FAIL "hub plugins: $active of 3 active, $idle never called"
+	fi
+else
+	record_check FAIL "mgre show plugins --json (hub): $plugins"
+fi
 
 # The hub must have re-encapsulated spoke-to-spoke traffic without the TUN.
 if stats=$(timeout 5 "$MGRE" show stats --json --socket "${SOCK[hub]}" 2>&1); then
