@@ -57,6 +57,8 @@ pub struct Config {
     pub nbma: IpAddr,
     /// GRE-in-UDP port.
     pub udp_port: u16,
+    /// Dataplane worker threads (one TUN queue each).
+    pub workers: usize,
     /// Whether any peer uses GRE-in-UDP.
     pub udp_needed: bool,
     /// Prefixes routed into the tunnel: every peer's map plus `routes`.
@@ -112,6 +114,14 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
             raw.version.span(),
             "version",
             format!("unsupported version {}, expected 1", raw.version.get_ref()),
+        ));
+    }
+    let workers = *raw.daemon.workers.get_ref();
+    if !(1..=MAX_WORKERS).contains(&workers) {
+        return Err(err(
+            raw.daemon.workers.span(),
+            "daemon.workers",
+            format!("workers must be between 1 and {MAX_WORKERS}"),
         ));
     }
     let t = raw.tunnel;
@@ -277,7 +287,10 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
             mtu: tun_mtu,
             ipv4,
             ipv6,
+            offload: t.offload,
+            queues: workers,
         },
+        workers,
         nbma,
         udp_port: t.udp_port,
         udp_needed,
@@ -326,6 +339,8 @@ struct RawDaemon {
     socket: PathBuf,
     metrics: Option<Spanned<SocketAddr>>,
     log: Option<String>,
+    #[serde(default = "default_workers")]
+    workers: Spanned<usize>,
 }
 
 #[derive(Deserialize)]
@@ -352,6 +367,8 @@ struct RawTunnel {
     nhs: Option<Spanned<String>>,
     #[serde(default = "default_udp_port")]
     udp_port: u16,
+    #[serde(default = "default_offload")]
+    offload: bool,
 }
 
 #[derive(Deserialize)]
@@ -426,6 +443,15 @@ fn default_underlay_mtu() -> u16 {
 fn default_udp_port() -> u16 {
     GRE_UDP_PORT
 }
+fn default_offload() -> bool {
+    true
+}
+fn default_workers() -> Spanned<usize> {
+    Spanned::new(0..0, 1)
+}
+
+/// Most dataplane workers a config may ask for.
+const MAX_WORKERS: usize = 64;
 fn default_encap() -> Encap {
     Encap::Gre
 }

@@ -19,6 +19,16 @@ pub fn install(dev: &str, prefixes: &[Prefix]) -> anyhow::Result<()> {
     .with_context(|| format!("installing {} routes via {dev}", prefixes.len()))
 }
 
+/// Caps the segments per super-packet the kernel hands interface `dev` (`gso_max_segs`), so a
+/// TUN read never splits into more frames than a worker keeps free.
+pub fn limit_gso_segments(dev: &str, segments: usize) -> anyhow::Result<()> {
+    run_batch(
+        std::iter::once(format!("link set dev {dev} gso_max_segs {segments}\n")),
+        false,
+    )
+    .with_context(|| format!("setting gso_max_segs of {dev}"))
+}
+
 /// Removes the routes [`install`] added; routes already gone are not an error.
 pub fn remove(dev: &str, prefixes: &[Prefix]) -> anyhow::Result<()> {
     run_batch(

@@ -1,4 +1,4 @@
-//! `mgre run`: brings the tunnel up (TUN, sockets, routes), starts the dataplane worker and
+//! `mgre run`: brings the tunnel up (TUN, sockets, routes), starts the dataplane workers and
 //! the control/metrics servers, and tears everything down again on SIGTERM or SIGINT.
 
 use std::io::IsTerminal;
@@ -33,54 +33,78 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         .init();
 
     let listener = crate::control::bind(&cfg.socket)?;
-    let tun =
-        Arc::new(Tun::create(&cfg.tun).with_context(|| format!("creating TUN {}", cfg.tun.name))?);
-    let gre = GreSocket::bind(cfg.nbma, SOCKET_BUFFER)
-        .with_context(|| format!("opening raw GRE socket on {}", cfg.nbma))?;
-    let udp = if cfg.udp_needed {
-        Some(
-            UdpSockets::bind(cfg.nbma, cfg.udp_port, UDP_SOURCE_PORTS, SOCKET_BUFFER)
-                .with_context(|| format!("binding GRE-in-UDP on {}:{}", cfg.nbma, cfg.udp_port))?,
-        )
-    } else {
-        None
-    };
+    let mut tun =
+        Tun::create(&cfg.tun).with_context(|| format!("creating TUN {}", cfg.tun.name))?;
+    let tun_name = tun.name().to_owned();
+    let gre = Arc::new(
+        GreSocket::bind(cfg.nbma, SOCKET_BUFFER)
+            .with_context(|| format!("opening raw GRE socket on {}", cfg.nbma))?,
+    );
     let plugins = crate::plugins::start(&cfg)?;
-    crate::routes::install(tun.name(), &cfg.routes)?;
+    if tun.offload() {
+        crate::routes::limit_gso_segments(&tun_name, mgre_io::MAX_SEGMENTS)?;
+    }
+    crate::routes::install(&tun_name, &cfg.routes)?;
 
     let dp = Arc::new(Dataplane::new(cfg.dataplane.clone()));
-    let stats = Arc::new(WorkerStats::new(dp.peers().len()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut stats = Vec::with_capacity(cfg.workers);
+    let mut handles = Vec::with_capacity(cfg.workers);
+    let outer_header = if cfg.nbma.is_ipv4() { 20 } else { 40 } + 8;
+    for (id, queue) in tun.take_queues().into_iter().enumerate() {
+        let udp = if cfg.udp_needed {
+            let u = UdpSockets::bind(
+                cfg.nbma,
+                cfg.udp_port,
+                UDP_SOURCE_PORTS,
+                SOCKET_BUFFER,
+                cfg.workers > 1,
+            )
+            .with_context(|| format!("binding GRE-in-UDP on {}:{}", cfg.nbma, cfg.udp_port))?;
+            Some(u)
+        } else {
+            None
+        };
+        let worker_stats = Arc::new(WorkerStats::new(dp.peers().len()));
+        stats.push(worker_stats.clone());
+        let worker = Worker {
+            dp: dp.clone(),
+            stats: worker_stats,
+            tun: queue,
+            gre: gre.clone(),
+            gre_rx: id == 0,
+            udp,
+            udp_port: cfg.udp_port,
+            udp_max_payload: usize::from(cfg.dataplane.underlay_mtu) - outer_header,
+            stop: stop.clone(),
+            plugins: plugins.as_ref().map(|p| p.manager.clone()),
+        };
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("mgre-worker-{id}"))
+                .spawn(move || worker.run())?,
+        );
+    }
     let shared = Arc::new(Shared {
         dataplane: dp.clone(),
-        workers: vec![stats.clone()],
-        tun_name: tun.name().to_owned(),
+        workers: stats,
+        tun_name: tun_name.clone(),
         config_file: path.to_owned(),
         plugins: plugins.as_ref().map(|p| p.manager.clone()),
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker = Worker {
-        dp: dp.clone(),
-        stats,
-        tun: tun.clone(),
-        gre,
-        udp,
-        udp_port: cfg.udp_port,
-        stop: stop.clone(),
-        plugins: plugins.as_ref().map(|p| p.manager.clone()),
-    };
-    let handle = std::thread::Builder::new()
-        .name("mgre-worker-0".into())
-        .spawn(move || worker.run())?;
 
     tracing::info!(
-        tunnel = tun.name(), role = ?cfg.dataplane.role, nbma = %cfg.nbma, mtu = cfg.tun.mtu,
-        peers = dp.peers().len(), routes = cfg.routes.len(), "mgre running"
+        tunnel = %tun_name, role = ?cfg.dataplane.role, nbma = %cfg.nbma, mtu = cfg.tun.mtu,
+        peers = dp.peers().len(), routes = cfg.routes.len(), workers = cfg.workers,
+        offload = tun.offload(), "mgre running"
     );
-    let served = serve_until_signal(&cfg, listener, shared, &handle);
+    let served = serve_until_signal(&cfg, listener, shared, &handles);
 
     stop.store(true, Ordering::Relaxed);
-    let _ = handle.join();
-    if let Err(e) = crate::routes::remove(tun.name(), &cfg.routes) {
+    for h in handles {
+        let _ = h.join();
+    }
+    if let Err(e) = crate::routes::remove(&tun_name, &cfg.routes) {
         tracing::warn!(error = %e, "removing routes");
     }
     let _ = std::fs::remove_file(&cfg.socket);
@@ -93,7 +117,7 @@ fn serve_until_signal(
     cfg: &Config,
     listener: std::os::unix::net::UnixListener,
     shared: Arc<Shared>,
-    worker: &std::thread::JoinHandle<()>,
+    workers: &[std::thread::JoinHandle<()>],
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -125,14 +149,14 @@ fn serve_until_signal(
         });
         let worker_exit = async {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
-            while !worker.is_finished() {
+            while !workers.iter().any(std::thread::JoinHandle::is_finished) {
                 tick.tick().await;
             }
         };
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-            _ = worker_exit => anyhow::bail!("the dataplane worker stopped unexpectedly; shutting down"),
+            _ = worker_exit => anyhow::bail!("a dataplane worker stopped unexpectedly; shutting down"),
         }
         Ok(())
     })

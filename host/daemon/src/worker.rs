@@ -1,13 +1,21 @@
-//! The dataplane worker: one thread that polls the TUN and the underlay sockets, moves packets
+//! A dataplane worker: one thread that polls its TUN queue and underlay sockets, moves packets
 //! in batches through the sans-IO core, and sends the results with one batched call per
 //! output. All buffers are allocated when the worker starts; the loop allocates nothing.
+//!
+//! Offloads meet here: a TUN read may bring a 64 KiB TCP super-packet, split into segments
+//! (GSO) straight into the batch's frames; a UDP receive may bring a train of coalesced
+//! datagrams (UDP GRO), split into frames too; GRE-in-UDP sends go out as UDP GSO trains; TUN
+//! writes coalesce consecutive segments of a flow back into super-packets (GRO). In between,
+//! every packet takes the same per-packet path as without offload.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mgre_io::{FrameBatch, GreSocket, SendQueue, Tun, UdpSockets};
+use mgre_io::{
+    FrameBatch, GreSocket, MAX_SEGMENTS, SendQueue, TunQueue, TunRead, TunRx, TunTx, UdpSockets,
+};
 use mgre_plugin::PluginManager;
 use mgre_proto::dataplane::HEADROOM;
 use mgre_proto::{
@@ -16,8 +24,10 @@ use mgre_proto::{
 
 use crate::policy::PolicyStage;
 
-/// Frames per batch.
-pub const BATCH: usize = 64;
+/// Frames per batch: room for a couple of TUN super-packets' segments.
+pub const BATCH: usize = 128;
+/// Coalesced UDP receive buffers per `recvmmsg` (each up to 64 KiB of datagrams).
+const GRO_BUFFERS: usize = 8;
 /// Batches drained from one source before the others get a turn.
 const ROUNDS_PER_WAKEUP: usize = 8;
 /// Poll timeout: how quickly the worker notices a stop request.
@@ -29,21 +39,25 @@ pub struct Worker {
     pub dp: Arc<Dataplane>,
     /// This worker's counters (it is their only writer).
     pub stats: Arc<WorkerStats>,
-    /// The TUN device.
-    pub tun: Arc<Tun>,
-    /// Raw GRE socket.
-    pub gre: GreSocket,
-    /// GRE-in-UDP sockets, when any peer uses them.
+    /// This worker's TUN queue.
+    pub tun: TunQueue,
+    /// Raw GRE socket (shared for sending; `gre_rx` says whether this worker receives on it).
+    pub gre: Arc<GreSocket>,
+    /// Whether this worker polls the raw GRE socket.
+    pub gre_rx: bool,
+    /// This worker's GRE-in-UDP sockets, when any peer uses them.
     pub udp: Option<UdpSockets>,
     /// Destination port for GRE-in-UDP.
     pub udp_port: u16,
+    /// Largest GRE-in-UDP payload the underlay carries unfragmented (UDP GSO segment limit).
+    pub udp_max_payload: usize,
     /// Set to stop the loop.
     pub stop: Arc<AtomicBool>,
     /// Policy plugins, when configured.
     pub plugins: Option<Arc<PluginManager>>,
 }
 
-/// Which batch a dispatch works on.
+/// One batch of frames in flight and what was decided about each.
 struct Lane {
     batch: FrameBatch,
     verdicts: Vec<Verdict>,
@@ -80,6 +94,10 @@ struct Local {
     lane: Lane,
     queue: SendQueue,
     policy: Option<PolicyStage>,
+    tun_rx: TunRx,
+    tun_tx: TunTx,
+    /// Receive buffers for coalesced UDP trains (when the listener has UDP GRO).
+    gro: Option<FrameBatch>,
 }
 
 impl Worker {
@@ -90,11 +108,22 @@ impl Worker {
             lane: Lane::new(),
             queue: SendQueue::new(BATCH),
             policy: self.plugins.clone().map(|m| PolicyStage::new(m, BATCH)),
+            tun_rx: TunRx::default(),
+            tun_tx: TunTx::new(BATCH),
+            gro: self
+                .udp
+                .as_ref()
+                .filter(|u| u.gro())
+                .map(|_| FrameBatch::new(GRO_BUFFERS, 0)),
         };
-        let mut fds = vec![pollfd(self.tun.as_raw_fd()), pollfd(self.gre.as_raw_fd())];
-        if let Some(u) = &self.udp {
-            fds.push(pollfd(u.listen_fd()));
-        }
+        let tun_fd = self.tun.as_raw_fd();
+        let gre_fd = self.gre_rx.then(|| self.gre.as_raw_fd());
+        let udp_fd = self.udp.as_ref().map(UdpSockets::listen_fd);
+        let mut fds: Vec<libc::pollfd> = [Some(tun_fd), gre_fd, udp_fd]
+            .into_iter()
+            .flatten()
+            .map(pollfd)
+            .collect();
         while !self.stop.load(Ordering::Relaxed) {
             // SAFETY: `fds` is a live, correctly sized array of pollfd.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
@@ -105,43 +134,67 @@ impl Worker {
             if r <= 0 {
                 continue;
             }
-            if fds[0].revents != 0 {
-                self.drain_tun(&mut l);
-            }
-            if fds[1].revents != 0 {
-                let (fd, hdr) = (self.gre.as_raw_fd(), self.gre.includes_ip_header());
-                self.drain_underlay(&mut l, fd, hdr);
-            }
-            if fds.len() > 2 && fds[2].revents != 0 {
-                self.drain_underlay(&mut l, fds[2].fd, false);
+            for fd in fds.iter().filter(|p| p.revents != 0).map(|p| p.fd) {
+                if fd == tun_fd {
+                    self.drain_tun(&mut l);
+                } else if Some(fd) == gre_fd {
+                    self.drain_underlay(&mut l, fd, self.gre.includes_ip_header());
+                } else if l.gro.is_some() {
+                    self.drain_udp_gro(&mut l, fd);
+                } else {
+                    self.drain_underlay(&mut l, fd, false);
+                }
             }
         }
     }
 
+    /// Reads TUN packets (splitting super-packets) until the queue is empty or the round
+    /// budget is spent, forwarding a batch whenever fewer than a super-packet's worth of
+    /// frames are left.
     fn drain_tun(&self, l: &mut Local) {
         for _ in 0..ROUNDS_PER_WAKEUP {
-            let n = match self.tun.recv_batch(&mut l.lane.batch) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tun read failed");
-                    return;
+            let mut n = 0;
+            let mut empty = false;
+            while n + MAX_SEGMENTS <= BATCH {
+                match self.tun.recv_into(&mut l.tun_rx, &mut l.lane.batch, n) {
+                    Ok(TunRead::Packets(k)) => {
+                        for i in n..n + k {
+                            let len = l.lane.batch.len(i);
+                            let step = self.dp.inspect_tun(
+                                &self.stats,
+                                l.lane.batch.frame(i),
+                                HEADROOM,
+                                len,
+                            );
+                            l.lane.set_step(i, step);
+                        }
+                        n += k;
+                    }
+                    Ok(TunRead::Empty) => {
+                        empty = true;
+                        break;
+                    }
+                    Ok(TunRead::Malformed(e)) => {
+                        tracing::debug!(error = %e, "tun super-packet could not be split");
+                        self.stats.count_drop(DropReason::OffloadInvalid);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tun read failed");
+                        empty = true;
+                        break;
+                    }
                 }
-            };
-            for i in 0..n {
-                let len = l.lane.batch.len(i);
-                let step = self
-                    .dp
-                    .inspect_tun(&self.stats, l.lane.batch.frame(i), HEADROOM, len);
-                l.lane.set_step(i, step);
             }
-            self.decide_and_forward(l, n);
-            self.dispatch(&l.lane, n, &mut l.queue);
-            if n < BATCH {
+            if n > 0 {
+                self.finish(l, n);
+            }
+            if empty {
                 return;
             }
         }
     }
 
+    /// Receives datagrams straight into the batch (raw GRE, or UDP without GRO).
     fn drain_underlay(&self, l: &mut Local, fd: RawFd, ip_header: bool) {
         for _ in 0..ROUNDS_PER_WAKEUP {
             let n = match l.lane.batch.recv_from(fd) {
@@ -170,12 +223,76 @@ impl Worker {
                 };
                 l.lane.set_step(i, step);
             }
-            self.decide_and_forward(l, n);
-            self.dispatch(&l.lane, n, &mut l.queue);
+            if n > 0 {
+                self.finish(l, n);
+            }
             if n < BATCH {
                 return;
             }
         }
+    }
+
+    /// Receives coalesced UDP trains and splits each datagram into its own frame (copying it
+    /// behind the headroom the core needs), forwarding whenever the batch fills.
+    fn drain_udp_gro(&self, l: &mut Local, fd: RawFd) {
+        let Some(mut gro) = l.gro.take() else {
+            return;
+        };
+        for _ in 0..ROUNDS_PER_WAKEUP {
+            let m = match gro.recv_from(fd) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "underlay receive failed");
+                    break;
+                }
+            };
+            let mut n = 0;
+            for j in 0..m {
+                let len = gro.len(j);
+                let data = &gro.frame(j)[..len];
+                let src = gro.source(j).map(mgre_io::batch::source_ip);
+                let segment = gro.segment_size(j).unwrap_or(len).max(1);
+                for datagram in data.chunks(segment) {
+                    if n == BATCH {
+                        self.finish(l, n);
+                        n = 0;
+                    }
+                    let frame = l.lane.batch.frame_mut(n);
+                    frame[HEADROOM..HEADROOM + datagram.len()].copy_from_slice(datagram);
+                    l.lane.batch.set_len(n, datagram.len());
+                    let step = match src {
+                        Some(src) => self.dp.inspect_underlay(
+                            &mut l.ws,
+                            &self.stats,
+                            l.lane.batch.frame(n),
+                            HEADROOM,
+                            datagram.len(),
+                            src,
+                            false,
+                        ),
+                        None => {
+                            self.stats.count_drop(DropReason::UnknownPeer);
+                            Step::Done(Verdict::Drop(DropReason::UnknownPeer))
+                        }
+                    };
+                    l.lane.set_step(n, step);
+                    n += 1;
+                }
+            }
+            if n > 0 {
+                self.finish(l, n);
+            }
+            if m < GRO_BUFFERS {
+                break;
+            }
+        }
+        l.gro = Some(gro);
+    }
+
+    /// Decides and forwards the first `n` inspected frames, then carries out the verdicts.
+    fn finish(&self, l: &mut Local, n: usize) {
+        self.decide_and_forward(l, n);
+        self.dispatch(l, n);
     }
 
     /// Asks the policy stage (when plugins are configured) about every inspected frame of the
@@ -201,19 +318,19 @@ impl Worker {
         }
     }
 
-    /// Carries out the verdicts of the first `n` frames: TUN writes, control-path hand-off,
-    /// and one batched send per underlay socket.
-    fn dispatch(&self, lane: &Lane, n: usize, queue: &mut SendQueue) {
-        let verdicts = &lane.verdicts[..n];
-        let batch = &lane.batch;
+    /// Carries out the verdicts of the first `n` frames: one coalescing TUN write batch, the
+    /// control-path hand-off, and one batched send per underlay socket.
+    fn dispatch(&self, l: &mut Local, n: usize) {
+        let lane = &mut l.lane;
         let mut any_gre = false;
         let mut any_udp = false;
-        for (i, v) in verdicts.iter().enumerate() {
-            match *v {
+        for i in 0..n {
+            match lane.verdicts[i] {
                 Verdict::Tun { start, len } => {
-                    match self.tun.send(&batch.frame(i)[start..start + len]) {
-                        Ok(()) => self.stats.tun_tx.count(len),
-                        Err(_) => self.stats.count_drop(DropReason::TxError),
+                    if l.tun_tx.push(&mut lane.batch, i, start, len) {
+                        self.stats.tun_tx.count(len);
+                    } else {
+                        self.stats.count_drop(DropReason::TxError);
                     }
                 }
                 Verdict::Control { .. } => {
@@ -228,27 +345,31 @@ impl Worker {
                 Verdict::Drop(_) => {}
             }
         }
+        if !l.tun_tx.is_empty()
+            && let Err(e) = self.tun.send(&mut l.tun_tx)
+        {
+            tracing::debug!(error = %e, "tun write failed");
+            self.stats.count_drop(DropReason::TxError);
+        }
+        let lane = &l.lane;
         if any_gre {
-            self.send(
-                queue,
-                self.gre.as_raw_fd(),
-                lane,
-                n,
-                |encap, _| encap == Encap::Gre,
-                0,
-            );
+            let pick = |encap, _| encap == Encap::Gre;
+            self.send(&mut l.queue, self.gre.as_raw_fd(), lane, n, pick, 0, None);
         }
         if any_udp && let Some(udp) = &self.udp {
             let slots = udp.pool_len();
+            let gso = Some(self.udp_max_payload);
             for slot in 0..slots {
                 let pick =
                     |encap, flow: u32| encap == Encap::GreUdp && flow as usize % slots == slot;
-                self.send(queue, udp.send_fd(slot), lane, n, pick, self.udp_port);
+                let fd = udp.send_fd(slot);
+                self.send(&mut l.queue, fd, lane, n, pick, self.udp_port, gso);
             }
         }
     }
 
     /// Sends the underlay verdicts selected by `pick(encap, flow)` on `fd`.
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
         queue: &mut SendQueue,
@@ -257,6 +378,7 @@ impl Worker {
         n: usize,
         pick: impl Fn(Encap, u32) -> bool,
         port: u16,
+        gso: Option<usize>,
     ) {
         let peers = self.dp.peers();
         let selected = || {
@@ -284,7 +406,7 @@ impl Worker {
                 marks.priority,
             )
         });
-        let report = queue.send(fd, items);
+        let report = queue.send(fd, items, gso);
         if report.offered == 0 {
             return;
         }

@@ -21,6 +21,10 @@ pub struct FrameBatch {
     addrs: Vec<libc::sockaddr_storage>,
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
+    /// Control-message space per frame (for the UDP GRO segment size).
+    controls: Vec<[u64; 4]>,
+    /// Segment size of each frame's coalesced datagrams (0: one datagram).
+    segments: Vec<u16>,
     headroom: usize,
 }
 
@@ -49,6 +53,8 @@ impl FrameBatch {
             addrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
             hdrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
             iovs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            controls: vec![[0; 4]; capacity],
+            segments: vec![0; capacity],
             headroom,
         }
     }
@@ -83,6 +89,27 @@ impl FrameBatch {
         self.lens[i] = len;
     }
 
+    /// All frames and their lengths, for sources that fill several frames per call.
+    pub fn frames_and_lens_mut(&mut self) -> (&mut [Box<[u8]>], &mut [usize]) {
+        (&mut self.frames, &mut self.lens)
+    }
+
+    /// Exchanges frame `i` with `other` (same size): hands a filled frame on without copying.
+    pub fn swap_frame(&mut self, i: usize, other: &mut Box<[u8]>) {
+        debug_assert_eq!(other.len(), self.frames[i].len());
+        std::mem::swap(&mut self.frames[i], other);
+    }
+
+    /// For a socket with UDP GRO on: the size of the datagrams the kernel coalesced into
+    /// frame `i` by the last [`FrameBatch::recv_from`] (the last one may be shorter), or
+    /// `None` when the frame holds a single datagram.
+    pub fn segment_size(&self, i: usize) -> Option<usize> {
+        match self.segments[i] {
+            0 => None,
+            s => Some(usize::from(s)),
+        }
+    }
+
     /// Source address of frame `i` from the last [`FrameBatch::recv_from`].
     pub fn source(&self, i: usize) -> Option<SocketAddr> {
         sockaddr_to_std(&self.addrs[i])
@@ -103,12 +130,12 @@ impl FrameBatch {
             h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = &raw mut self.iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            h.msg_control = self.controls[i].as_mut_ptr().cast();
+            h.msg_controllen = std::mem::size_of_val(&self.controls[i]);
             h.msg_flags = 0;
         }
-        // SAFETY: every header points at an iovec and sockaddr_storage owned by `self` that
-        // live for the call; each iovec covers the writable tail of its own frame.
+        // SAFETY: every header points at an iovec, sockaddr_storage and control buffer owned by
+        // `self` that live for the call; each iovec covers the writable tail of its own frame.
         let r = unsafe {
             libc::recvmmsg(
                 fd,
@@ -129,19 +156,57 @@ impl FrameBatch {
         let got = r as usize;
         for i in 0..got {
             self.lens[i] = self.hdrs[i].msg_len as usize;
+            self.segments[i] = gro_segment_size(&self.hdrs[i].msg_hdr);
         }
         Ok(got)
     }
 }
 
+/// `SOL_UDP` option / control message: UDP GRO (receive) segment size.
+pub const UDP_GRO: i32 = 104;
+/// `SOL_UDP` control message: UDP GSO (send) segment size.
+pub const UDP_SEGMENT: i32 = 103;
+
+/// The UDP GRO segment size in a received message's control data (0 when absent).
+fn gro_segment_size(h: &libc::msghdr) -> u16 {
+    // SAFETY: the kernel filled `msg_control` up to `msg_controllen` with well-formed cmsgs;
+    // CMSG_FIRSTHDR/NXTHDR stay within it and CMSG_DATA of a UDP_GRO message holds an int.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>());
+                return u16::try_from(v).unwrap_or(0);
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    0
+}
+
+/// Most datagrams one UDP GSO send may carry (the kernel's `UDP_MAX_SEGMENTS` is 64 on older
+/// kernels, 128 on newer).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes one UDP GSO send may carry (a UDP length field, less headers).
+pub const GSO_MAX_BYTES: usize = 65_000;
+
 /// Reusable arrays for one `sendmmsg` per output.
+///
+/// With UDP segmentation offload on ([`SendQueue::send`]'s `gso`), consecutive datagrams to
+/// the same destination with the same marks and the same size (the last may be shorter) go
+/// out as one message: one iovec each and a `UDP_SEGMENT` control message, so the kernel (or
+/// the device) builds the UDP/IP headers of the whole train at once.
 pub struct SendQueue {
+    /// Per message: whether the kernel refused it.
     failed: Vec<bool>,
-    /// One control-message buffer per datagram (aligned for `cmsghdr`), for a per-packet TOS
-    /// and socket priority.
-    controls: Vec<[u64; 8]>,
+    /// Per item: the message that carries it.
+    item_msg: Vec<u16>,
+    /// One control-message buffer per message (aligned for `cmsghdr`): TOS, priority, segment.
+    controls: Vec<[u64; 12]>,
     hdrs: Vec<libc::mmsghdr>,
+    /// Per item.
     iovs: Vec<libc::iovec>,
+    /// Per message.
     addrs: Vec<libc::sockaddr_storage>,
 }
 
@@ -157,12 +222,25 @@ impl std::fmt::Debug for SendQueue {
 /// the rest, if any (each unsent packet is a transmit error for the caller to count).
 #[derive(Debug)]
 pub struct SendReport {
-    /// Packets sent.
+    /// Datagrams sent.
     pub sent: usize,
-    /// Packets offered.
+    /// Datagrams offered.
     pub offered: usize,
+    /// `sendmmsg` messages the datagrams went out in (fewer than `offered` with GSO).
+    pub messages: usize,
     /// First error, when not everything was sent.
     pub error: Option<io::Error>,
+}
+
+/// One message being built.
+struct Group {
+    dst: SocketAddr,
+    tos: Option<u8>,
+    priority: Option<u8>,
+    segment: usize,
+    count: usize,
+    bytes: usize,
+    closed: bool,
 }
 
 impl SendQueue {
@@ -170,7 +248,8 @@ impl SendQueue {
     pub fn new(capacity: usize) -> Self {
         SendQueue {
             failed: vec![false; capacity],
-            controls: vec![[0; 8]; capacity],
+            item_msg: vec![0; capacity],
+            controls: vec![[0; 12]; capacity],
             // SAFETY: all-zero is a valid value of these C structs.
             hdrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
             iovs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
@@ -181,57 +260,93 @@ impl SendQueue {
     /// Sends every `(bytes, destination, tos, priority)` yielded by `items` (at most
     /// `capacity`) on `fd` with as few `sendmmsg` calls as the kernel allows; a `Some(tos)` sets
     /// that datagram's IPv4 TOS / IPv6 traffic class (DSCP << 2 | ECN), a `Some(priority)` its
-    /// socket priority (`SO_PRIORITY`, which picks the qdisc band). A datagram the kernel
-    /// rejects (e.g. no route) is skipped and counted as failed; the rest are still sent.
+    /// socket priority (`SO_PRIORITY`, which picks the qdisc band). `gso: Some(max)` (UDP
+    /// sockets only) coalesces runs of datagrams of at most `max` bytes into UDP GSO messages.
+    /// A message the kernel rejects (e.g. no route) is skipped and its datagrams counted as
+    /// failed; the rest are still sent.
     pub fn send<'a>(
         &mut self,
         fd: RawFd,
         items: impl Iterator<Item = (&'a [u8], SocketAddr, Option<u8>, Option<u8>)>,
+        gso: Option<usize>,
     ) -> SendReport {
         let mut n = 0;
-        for (data, dst, tos, priority) in items.take(self.hdrs.len()) {
+        let mut msgs = 0;
+        let mut group: Option<Group> = None;
+        for (data, dst, tos, priority) in items.take(self.iovs.len()) {
             self.iovs[n] = libc::iovec {
                 iov_base: data.as_ptr() as *mut _,
                 iov_len: data.len(),
             };
-            let len = std_to_sockaddr(dst, &mut self.addrs[n]);
-            let h = &mut self.hdrs[n].msg_hdr;
-            h.msg_name = (&raw mut self.addrs[n]).cast();
-            h.msg_namelen = len;
-            h.msg_iov = &raw mut self.iovs[n];
-            h.msg_iovlen = 1;
-            let buf = &mut self.controls[n];
-            let len = write_cmsgs(buf, dst.is_ipv4(), tos, priority);
-            if len == 0 {
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
+            let joins = match (&group, gso) {
+                (Some(g), Some(max)) => {
+                    !g.closed
+                        && g.dst == dst
+                        && g.tos == tos
+                        && g.priority == priority
+                        && g.count < GSO_MAX_SEGMENTS
+                        && data.len() <= g.segment
+                        && g.segment <= max
+                        && g.bytes + data.len() <= GSO_MAX_BYTES
+                }
+                _ => false,
+            };
+            if joins {
+                let g = group.as_mut().expect("joins implies a group");
+                g.count += 1;
+                g.bytes += data.len();
+                g.closed = data.len() < g.segment;
             } else {
-                h.msg_control = buf.as_mut_ptr().cast();
-                h.msg_controllen = len;
+                if let Some(g) = group.take() {
+                    self.seal(msgs - 1, &g);
+                }
+                let m = msgs;
+                msgs += 1;
+                let len = std_to_sockaddr(dst, &mut self.addrs[m]);
+                let h = &mut self.hdrs[m].msg_hdr;
+                h.msg_name = (&raw mut self.addrs[m]).cast();
+                h.msg_namelen = len;
+                h.msg_iov = &raw mut self.iovs[n];
+                h.msg_flags = 0;
+                self.failed[m] = false;
+                group = Some(Group {
+                    dst,
+                    tos,
+                    priority,
+                    segment: data.len(),
+                    count: 1,
+                    bytes: data.len(),
+                    closed: false,
+                });
             }
-            h.msg_flags = 0;
-            self.failed[n] = false;
+            self.item_msg[n] = (msgs - 1) as u16;
             n += 1;
+        }
+        if let Some(g) = group.take() {
+            self.seal(msgs - 1, &g);
         }
         let mut report = SendReport {
             sent: 0,
             offered: n,
+            messages: msgs,
             error: None,
         };
         let mut at = 0;
-        while at < n {
-            // SAFETY: headers [at, n) point at iovecs and addresses owned by `self`, and the
-            // iovecs at byte slices borrowed for the whole of this call.
+        while at < msgs {
+            // SAFETY: headers [at, msgs) point at iovecs, addresses and control buffers owned by
+            // `self`, and the iovecs at byte slices borrowed for the whole of this call.
             let r = unsafe {
                 libc::sendmmsg(
                     fd,
                     self.hdrs[at..].as_mut_ptr(),
-                    (n - at) as libc::c_uint,
+                    (msgs - at) as libc::c_uint,
                     0,
                 )
             };
             if r > 0 {
-                report.sent += r as usize;
+                for m in at..at + r as usize {
+                    report.sent += self.hdrs[m].msg_hdr.msg_iovlen;
+                }
                 at += r as usize;
                 continue;
             }
@@ -239,55 +354,89 @@ impl SendQueue {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            // The datagram at `at` failed: skip it and carry on with the rest.
+            // The message at `at` failed: skip it and carry on with the rest.
             report.error.get_or_insert(e);
             self.failed[at] = true;
             at += 1;
         }
         report
     }
-}
 
-impl SendQueue {
+    /// Completes message `m` from its group: iovec count and control messages.
+    fn seal(&mut self, m: usize, g: &Group) {
+        let segment = (g.count > 1).then_some(g.segment as u16);
+        let buf = &mut self.controls[m];
+        let len = write_cmsgs(buf, g.dst.is_ipv4(), g.tos, g.priority, segment);
+        let h = &mut self.hdrs[m].msg_hdr;
+        h.msg_iovlen = g.count;
+        if len == 0 {
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+        } else {
+            h.msg_control = buf.as_mut_ptr().cast();
+            h.msg_controllen = len;
+        }
+    }
+
     /// Whether item `i` (in the order offered) of the last [`SendQueue::send`] failed.
     pub fn failed(&self, i: usize) -> bool {
-        self.failed.get(i).copied().unwrap_or(false)
+        self.item_msg
+            .get(i)
+            .is_some_and(|&m| self.failed[usize::from(m)])
     }
 }
 
-/// Writes the `IP_TOS` / `IPV6_TCLASS` and `SO_PRIORITY` control messages asked for into
-/// `buf`; returns their total length (0 for none).
-fn write_cmsgs(buf: &mut [u64; 8], ipv4: bool, tos: Option<u8>, priority: Option<u8>) -> usize {
+/// Writes the `IP_TOS` / `IPV6_TCLASS`, `SO_PRIORITY` and `UDP_SEGMENT` control messages asked
+/// for into `buf`; returns their total length (0 for none).
+fn write_cmsgs(
+    buf: &mut [u64; 12],
+    ipv4: bool,
+    tos: Option<u8>,
+    priority: Option<u8>,
+    segment: Option<u16>,
+) -> usize {
     let tclass = if ipv4 {
         (libc::IPPROTO_IP, libc::IP_TOS)
     } else {
         (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
     };
-    let wanted = [
-        tos.map(|t| (tclass, t)),
-        priority.map(|p| ((libc::SOL_SOCKET, libc::SO_PRIORITY), p)),
-    ];
     let mut used = 0;
-    for ((level, ty), value) in wanted.into_iter().flatten() {
-        // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic. The buffer is 64 bytes and 8-aligned; two
-        // messages of CMSG_SPACE(4) = 24 bytes each fit, so the header and int payload written
-        // at `used` stay inside it.
-        unsafe {
-            let space = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize;
-            debug_assert!(used + space <= std::mem::size_of_val(buf));
-            let hdr = buf
-                .as_mut_ptr()
-                .cast::<u8>()
-                .add(used)
-                .cast::<libc::cmsghdr>();
-            (*hdr).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
-            (*hdr).cmsg_level = level;
-            (*hdr).cmsg_type = ty;
-            std::ptr::write_unaligned(libc::CMSG_DATA(hdr).cast::<i32>(), i32::from(value));
-            used += space;
-        }
+    if let Some(t) = tos {
+        used += put_cmsg(buf, used, tclass, &i32::from(t).to_ne_bytes());
+    }
+    if let Some(p) = priority {
+        used += put_cmsg(
+            buf,
+            used,
+            (libc::SOL_SOCKET, libc::SO_PRIORITY),
+            &i32::from(p).to_ne_bytes(),
+        );
+    }
+    if let Some(s) = segment {
+        used += put_cmsg(buf, used, (libc::SOL_UDP, UDP_SEGMENT), &s.to_ne_bytes());
     }
     used
+}
+
+/// Writes one control message with `data` at byte `at` of `buf`; returns its space.
+fn put_cmsg(buf: &mut [u64; 12], at: usize, (level, ty): (i32, i32), data: &[u8]) -> usize {
+    // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic. The buffer is 96 bytes and 8-aligned; at most
+    // three messages of CMSG_SPACE(≤ 4) = 24 bytes each are written, so the header and payload
+    // written at `at` stay inside it.
+    unsafe {
+        let space = libc::CMSG_SPACE(data.len() as u32) as usize;
+        assert!(at + space <= std::mem::size_of_val(buf));
+        let hdr = buf
+            .as_mut_ptr()
+            .cast::<u8>()
+            .add(at)
+            .cast::<libc::cmsghdr>();
+        (*hdr).cmsg_len = libc::CMSG_LEN(data.len() as u32) as _;
+        (*hdr).cmsg_level = level;
+        (*hdr).cmsg_type = ty;
+        std::ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(hdr), data.len());
+        space
+    }
 }
 
 fn std_to_sockaddr(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
@@ -377,6 +526,7 @@ mod tests {
                     (i % 3 == 0).then_some(6),
                 )
             }),
+            None,
         );
         assert_eq!((r.sent, r.offered), (10, 10));
         assert!(r.error.is_none());

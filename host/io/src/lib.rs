@@ -11,4 +11,4 @@ pub mod tun;
 
 pub use batch::{FRAME_SIZE, FrameBatch, SendQueue};
 pub use sockets::{GreSocket, UdpSockets};
-pub use tun::{Tun, TunConfig};
+pub use tun::{MAX_SEGMENTS, Tun, TunConfig, TunQueue, TunRead, TunRx, TunTx};

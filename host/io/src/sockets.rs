@@ -2,9 +2,12 @@
 //! GRE-in-UDP (RFC 8086).
 //!
 //! GRE-in-UDP wants a source port derived from the inner flow (ECMP entropy) while still
-//! letting the kernel build UDP headers (and, later, segment with UDP GSO). One socket cannot
-//! send from many ports, so [`UdpSockets`] keeps a small pool of sockets bound to distinct
-//! ephemeral ports and picks one by flow hash; receiving happens on the well-known port.
+//! letting the kernel build UDP headers and segment trains of datagrams (UDP GSO). One socket
+//! cannot send from many ports, so [`UdpSockets`] keeps a small pool of sockets bound to
+//! distinct ephemeral ports and picks one by flow hash; receiving happens on the well-known
+//! port, with UDP GRO on so the kernel hands over trains of datagrams in one buffer. With
+//! several workers each binds its own listener with `SO_REUSEPORT`, and the kernel spreads
+//! the flows (by their per-flow source ports) across them.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -63,26 +66,36 @@ impl AsRawFd for GreSocket {
 pub struct UdpSockets {
     listen: Socket,
     pool: Vec<Socket>,
+    gro: bool,
 }
 
 impl UdpSockets {
-    /// Binds the listening socket on `local:port` and `pool_size` (≥ 1) sending sockets on
-    /// ephemeral ports of `local`.
+    /// Binds the listening socket on `local:port` (shared with other workers' listeners when
+    /// `reuse_port`) and `pool_size` (≥ 1) sending sockets on ephemeral ports of `local`.
     pub fn bind(
         local: IpAddr,
         port: u16,
         pool_size: usize,
         buffer_bytes: usize,
+        reuse_port: bool,
     ) -> io::Result<Self> {
-        let listen = udp_socket(SocketAddr::new(local, port), buffer_bytes)?;
+        let listen = udp_socket(SocketAddr::new(local, port), buffer_bytes, reuse_port)?;
+        // UDP GRO needs Linux 5.0; without it every datagram arrives on its own.
+        let gro =
+            setsockopt_int(listen.as_raw_fd(), libc::SOL_UDP, crate::batch::UDP_GRO, 1).is_ok();
         let pool = (0..pool_size.max(1))
-            .map(|_| udp_socket(SocketAddr::new(local, 0), buffer_bytes))
+            .map(|_| udp_socket(SocketAddr::new(local, 0), buffer_bytes, false))
             .collect::<io::Result<Vec<_>>>()?;
         for s in &pool {
             // Replies always go to the well-known port; keep the pool's receive queues tiny.
             let _ = s.set_recv_buffer_size(4096);
         }
-        Ok(UdpSockets { listen, pool })
+        Ok(UdpSockets { listen, pool, gro })
+    }
+
+    /// Whether the listener receives coalesced trains (UDP GRO).
+    pub fn gro(&self) -> bool {
+        self.gro
     }
 
     /// The socket that receives GRE-in-UDP.
@@ -110,7 +123,7 @@ impl UdpSockets {
     }
 }
 
-fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> io::Result<Socket> {
+fn udp_socket(addr: SocketAddr, buffer_bytes: usize, reuse_port: bool) -> io::Result<Socket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -119,6 +132,9 @@ fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> io::Result<Socket> {
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
+    }
+    if reuse_port {
+        s.set_reuse_port(true)?;
     }
     s.bind(&addr.into())?;
     s.set_nonblocking(true)?;
@@ -183,7 +199,7 @@ mod tests {
 
     #[test]
     fn udp_pool_has_distinct_ports() {
-        let s = UdpSockets::bind("127.0.0.1".parse().unwrap(), 0, 4, 1 << 20).unwrap();
+        let s = UdpSockets::bind("127.0.0.1".parse().unwrap(), 0, 4, 1 << 20, false).unwrap();
         let mut ports = s.source_ports();
         ports.sort_unstable();
         ports.dedup();

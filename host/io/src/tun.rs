@@ -1,16 +1,27 @@
-//! The tunnel's TUN interface, created with `tun-rs` (chosen for its virtio-net offload and
-//! multi-queue support, which the performance work switches on).
+//! The tunnel's TUN interface, created with `tun-rs` for its virtio-net offload and multi-queue
+//! support.
 //!
-//! Packets are raw IP (no packet-information header). The device is non-blocking; reads are
-//! drained in batches into a [`FrameBatch`]. Dropping the [`Tun`] deletes the interface.
+//! With offload on, the device carries a virtio-net header and the kernel hands us TCP (and,
+//! from Linux 6.2, UDP) super-packets of up to 64 KiB: [`TunQueue::recv_into`] splits each into
+//! MTU-sized segments with correct checksums (GSO), and [`TunQueue::send`] coalesces consecutive
+//! segments of a flow back into super-packets before writing (GRO), so a bulk flow costs one
+//! syscall per ~64 KiB in each direction instead of one per packet. With several queues
+//! (`IFF_MULTI_QUEUE`) the kernel spreads flows over them by flow hash; each worker owns one.
+//!
+//! Packets are raw IP (no packet-information header). Queues are non-blocking. The interface
+//! disappears when the last queue is dropped.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
 
-use tun_rs::{DeviceBuilder, SyncDevice};
+use tun_rs::{DeviceBuilder, ExpandBuffer, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
-use crate::batch::FrameBatch;
+use crate::batch::{FRAME_SIZE, FrameBatch};
+
+/// Most segments one super-packet read from the TUN may split into. The daemon caps the
+/// device's `gso_max_segs` at this, and a worker reads only while this many frames are free.
+pub const MAX_SEGMENTS: usize = 64;
 
 /// How to create the TUN interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,27 +34,40 @@ pub struct TunConfig {
     pub ipv4: Option<(Ipv4Addr, u8)>,
     /// IPv6 addresses with prefix lengths.
     pub ipv6: Vec<(Ipv6Addr, u8)>,
+    /// Virtio-net header with TSO/USO and checksum offload (GSO/GRO in userspace).
+    pub offload: bool,
+    /// Number of queues (one per worker); more than one opens the device multi-queue.
+    pub queues: usize,
 }
 
-/// An open, up, non-blocking TUN interface.
+/// The TUN interface and its queues.
 pub struct Tun {
-    dev: SyncDevice,
     name: String,
+    offload: bool,
+    udp_offload: bool,
+    queues: Vec<TunQueue>,
 }
 
 impl std::fmt::Debug for Tun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tun").field("name", &self.name).finish()
+        f.debug_struct("Tun")
+            .field("name", &self.name)
+            .field("offload", &self.offload)
+            .field("queues", &self.queues.len())
+            .finish()
     }
 }
 
 impl Tun {
-    /// Creates the interface, assigns its addresses and MTU, and brings it up.
+    /// Creates the interface with its queues, assigns its addresses and MTU, and brings it up.
     pub fn create(cfg: &TunConfig) -> io::Result<Self> {
+        let queues = cfg.queues.max(1);
         let mut b = DeviceBuilder::new()
             .name(cfg.name.clone())
             .mtu(cfg.mtu)
             .packet_information(false)
+            .offload(cfg.offload)
+            .multi_queue(queues > 1)
             .enable(true);
         if let Some((addr, len)) = cfg.ipv4 {
             b = b.ipv4(addr, len, None);
@@ -51,10 +75,28 @@ impl Tun {
         for (addr, len) in &cfg.ipv6 {
             b = b.ipv6(*addr, *len);
         }
-        let dev = b.build_sync()?;
-        dev.set_nonblocking(true)?;
-        let name = dev.name()?;
-        Ok(Tun { dev, name })
+        let first = b.build_sync()?;
+        let name = first.name()?;
+        let offload = first.tcp_gso();
+        let udp_offload = first.udp_gso();
+        let mut devs = Vec::with_capacity(queues);
+        for _ in 1..queues {
+            devs.push(first.try_clone()?);
+        }
+        devs.insert(0, first);
+        let queues = devs
+            .into_iter()
+            .map(|dev| {
+                dev.set_nonblocking(true)?;
+                Ok(TunQueue { dev, offload })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Tun {
+            name,
+            offload,
+            udp_offload,
+            queues,
+        })
     }
 
     /// The kernel's name for the interface.
@@ -62,37 +104,216 @@ impl Tun {
         &self.name
     }
 
-    /// Reads packets until the device is empty or `batch` is full. Returns how many frames
-    /// were filled (data at the batch's headroom); 0 when nothing was waiting.
-    pub fn recv_batch(&self, batch: &mut FrameBatch) -> io::Result<usize> {
-        let headroom = batch.headroom();
-        let mut n = 0;
-        while n < batch.capacity() {
-            match self.dev.recv(&mut batch.frame_mut(n)[headroom..]) {
-                Ok(len) => {
-                    batch.set_len(n, len);
-                    n += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if n > 0 => {
-                    tracing::debug!(error = %e, "tun read stopped a batch early");
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(n)
+    /// Whether the virtio-net header (TSO, checksum offload) is on.
+    pub fn offload(&self) -> bool {
+        self.offload
     }
 
-    /// Writes one IP packet.
-    pub fn send(&self, packet: &[u8]) -> io::Result<()> {
-        self.dev.send(packet).map(|_| ())
+    /// Whether UDP segmentation offload (USO, Linux ≥ 6.2) is on as well.
+    pub fn udp_offload(&self) -> bool {
+        self.udp_offload
+    }
+
+    /// Hands out the queues, one per worker. Called once; later calls return none.
+    pub fn take_queues(&mut self) -> Vec<TunQueue> {
+        std::mem::take(&mut self.queues)
     }
 }
 
-impl AsRawFd for Tun {
+/// One queue of the TUN device, owned by one worker.
+pub struct TunQueue {
+    dev: SyncDevice,
+    offload: bool,
+}
+
+impl std::fmt::Debug for TunQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunQueue")
+            .field("fd", &self.dev.as_raw_fd())
+            .finish()
+    }
+}
+
+/// What one read from the TUN produced.
+#[derive(Debug)]
+pub enum TunRead {
+    /// Nothing was waiting.
+    Empty,
+    /// This many packets (segments of one super-packet, or one plain packet) were placed.
+    Packets(usize),
+    /// A packet was read but could not be split (bad virtio-net header or offsets); it is lost.
+    Malformed(io::Error),
+}
+
+impl TunQueue {
+    /// Reads one packet or super-packet and places its segments, each at the batch's headroom,
+    /// in frames `from..` of `batch` (setting their lengths). The caller keeps at least
+    /// [`MAX_SEGMENTS`] frames free from `from` on.
+    pub fn recv_into(
+        &self,
+        rx: &mut TunRx,
+        batch: &mut FrameBatch,
+        from: usize,
+    ) -> io::Result<TunRead> {
+        let headroom = batch.headroom();
+        let (frames, lens) = batch.frames_and_lens_mut();
+        let (frames, lens) = (&mut frames[from..], &mut lens[from..]);
+        loop {
+            let r = self.dev.recv_multiple(&mut rx.raw, frames, lens, headroom);
+            return match r {
+                Ok(n) => Ok(TunRead::Packets(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(TunRead::Empty),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error().is_some() => Err(e),
+                // Not an OS error: the read worked and the split refused the packet.
+                Err(e) => Ok(TunRead::Malformed(e)),
+            };
+        }
+    }
+
+    /// Writes the packets queued in `tx`, coalescing consecutive segments of a TCP (or UDP)
+    /// flow into super-packets when offload is on, and empties `tx`. Returns the number of
+    /// packets handed over, or the first write error (the other writes are still attempted).
+    pub fn send(&self, tx: &mut TunTx) -> io::Result<usize> {
+        let n = tx.len;
+        if n == 0 {
+            return Ok(0);
+        }
+        tx.len = 0;
+        self.dev
+            .send_multiple(&mut tx.gro, &mut tx.frames[..n], VIRTIO_NET_HDR_LEN)
+            .map(|_| n)
+    }
+
+    /// Whether this queue carries the virtio-net header.
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+}
+
+impl AsRawFd for TunQueue {
     fn as_raw_fd(&self) -> RawFd {
         self.dev.as_raw_fd()
+    }
+}
+
+/// A worker's receive buffer for one raw TUN read (virtio-net header + 64 KiB).
+pub struct TunRx {
+    raw: Box<[u8]>,
+}
+
+impl Default for TunRx {
+    fn default() -> Self {
+        TunRx {
+            raw: vec![0; VIRTIO_NET_HDR_LEN + 65536].into_boxed_slice(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TunRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TunRx")
+    }
+}
+
+/// Packets waiting to be written to the TUN, with the GRO state that coalesces them.
+///
+/// [`TunTx::push`] takes a frame out of a [`FrameBatch`] by swapping buffers (no copy): the
+/// batch gets one of this queue's spare frames in exchange.
+pub struct TunTx {
+    frames: Vec<OutFrame>,
+    len: usize,
+    gro: GROTable,
+}
+
+impl std::fmt::Debug for TunTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunTx")
+            .field("capacity", &self.frames.len())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl TunTx {
+    /// Room for `capacity` packets per write batch.
+    pub fn new(capacity: usize) -> Self {
+        TunTx {
+            frames: (0..capacity)
+                .map(|_| OutFrame {
+                    buf: vec![0; FRAME_SIZE].into_boxed_slice(),
+                    base: 0,
+                    len: 0,
+                })
+                .collect(),
+            len: 0,
+            gro: GROTable::new(),
+        }
+    }
+
+    /// Queues the packet at `start..start + len` of frame `i` of `batch` (taking the frame).
+    /// Returns false when full (the packet was not taken). `start` must leave room for the
+    /// virtio-net header in front of the packet.
+    pub fn push(&mut self, batch: &mut FrameBatch, i: usize, start: usize, len: usize) -> bool {
+        if self.len == self.frames.len() || start < VIRTIO_NET_HDR_LEN {
+            return false;
+        }
+        let out = &mut self.frames[self.len];
+        batch.swap_frame(i, &mut out.buf);
+        out.base = start - VIRTIO_NET_HDR_LEN;
+        out.len = VIRTIO_NET_HDR_LEN + len;
+        self.len += 1;
+        true
+    }
+
+    /// Packets queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A packet in a borrowed frame: `buf[base..base + len]`, growable up to the frame's end (GRO
+/// appends the payloads of following segments).
+struct OutFrame {
+    buf: Box<[u8]>,
+    base: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for OutFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.base..self.base + self.len]
+    }
+}
+
+impl AsMut<[u8]> for OutFrame {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.base..self.base + self.len]
+    }
+}
+
+impl ExpandBuffer for OutFrame {
+    fn buf_capacity(&self) -> usize {
+        self.buf.len() - self.base
+    }
+
+    fn buf_resize(&mut self, new_len: usize, value: u8) {
+        assert!(new_len <= self.buf_capacity(), "GRO grew past the frame");
+        if new_len > self.len {
+            self.buf[self.base + self.len..self.base + new_len].fill(value);
+        }
+        self.len = new_len;
+    }
+
+    fn buf_extend_from_slice(&mut self, src: &[u8]) {
+        let at = self.base + self.len;
+        assert!(at + src.len() <= self.buf.len(), "GRO grew past the frame");
+        self.buf[at..at + src.len()].copy_from_slice(src);
+        self.len += src.len();
     }
 }

@@ -44,11 +44,13 @@ pub enum DropReason {
     PolicyDrop,
     /// A fail-closed policy plugin failed (trap, deadline, quarantine) on the packet's batch.
     PluginFailClosed,
+    /// A TUN super-packet whose virtio-net header or offsets could not be split.
+    OffloadInvalid,
 }
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Truncated,
         DropReason::BadVersion,
         DropReason::RoutingPresent,
@@ -66,6 +68,7 @@ impl DropReason {
         DropReason::NhrpUnhandled,
         DropReason::PolicyDrop,
         DropReason::PluginFailClosed,
+        DropReason::OffloadInvalid,
     ];
 
     /// Stable kebab-case label used in metrics and `mgre show stats`.
@@ -88,6 +91,7 @@ impl DropReason {
             DropReason::NhrpUnhandled => "nhrp-unhandled",
             DropReason::PolicyDrop => "policy-drop",
             DropReason::PluginFailClosed => "plugin-fail-closed",
+            DropReason::OffloadInvalid => "offload-invalid",
         }
     }
 
