@@ -12,6 +12,7 @@
 #
 # Provides
 #   paths       SCRIPT_DIR (examples/), REPO_ROOT (the checkout)
+#   settings    CARGO_TIMEOUT (environment, default 1800): bound of each cargo build, seconds
 #   state       PIDS        assoc. array pid -> label: processes the script started
 #                           and has not reaped yet (stopped by cleanup)
 #               CREATED_NS  namespaces the script created (deleted by cleanup)
@@ -27,6 +28,7 @@
 #   namespaces  nsx NS CMD..., nssysctl NS KEY VALUE, new_ns NS, del_ns NS
 #   setup       require_root, install_missing CMD:PACKAGE..., make_tmp NAME
 #   mgre        build_mgre require|optional, use_built_mgre, build_plugins,
+#               cargo_release require|optional CARGO-BUILD-ARGS..., release_bin NAME,
 #               add_example_plugins CONFIG DIR,
 #               wait_mgre_ready LABEL PID SOCKET LOGFILE NOT-READY-TEXT
 #   iperf3      start_iperf_server NS DST SECONDS, iperf_parse OUTPUT
@@ -41,6 +43,7 @@ CREATED_NS=()       # namespaces this run created, deleted at exit
 declare -gA PIDS=() # pid -> label: processes this run started and has not reaped yet
 TMP=""
 MGRE=""
+CARGO_TIMEOUT=${CARGO_TIMEOUT:-1800} # seconds any one cargo build may take
 STOP_RC=0
 SPAWNED_PID=""
 
@@ -222,18 +225,26 @@ make_tmp() {
 #--------------------------------------------------------------------------
 # mgre
 #--------------------------------------------------------------------------
-# build_mgre require|optional: cargo build --release -p mgre in REPO_ROOT, as
-# the owner of the checkout when that is not root (keeps target/ theirs);
-# cargo's output goes to stderr. No cargo found: "require" dies with a hint,
-# "optional" returns 1. A failed build returns cargo's status.
+# build_mgre require|optional: cargo build --release -p mgre (see cargo_release)
 build_mgre() {
+	cargo_release "$1" -p mgre
+}
+
+# cargo_release require|optional ARGS...: cargo build --release ARGS... in
+# REPO_ROOT, as the owner of the checkout when that is not root (keeps target/
+# theirs), bounded by CARGO_TIMEOUT seconds (timeout --foreground, so Ctrl-C
+# still reaches cargo); cargo's output goes to stderr. No cargo found: "require"
+# dies with a hint, "optional" returns 1. A failed build returns cargo's status
+# (124: timed out).
+cargo_release() {
 	local mode=$1 owner home cargo
+	shift
 	owner=$(stat -c %U "$REPO_ROOT")
-	log "building: cargo build --release -p mgre (in $REPO_ROOT)"
+	log "building: cargo build --release $* (in $REPO_ROOT)"
 	if [[ $owner != root ]] && command -v runuser >/dev/null 2>&1; then
 		home=$(getent passwd "$owner" | cut -d: -f6)
-		(cd "$REPO_ROOT" && runuser -u "$owner" -- env HOME="$home" \
-			PATH="$home/.cargo/bin:$PATH" cargo build --release -p mgre) >&2
+		(cd "$REPO_ROOT" && runuser -u "$owner" -- timeout --foreground "$CARGO_TIMEOUT" env HOME="$home" \
+			PATH="$home/.cargo/bin:$PATH" cargo build --release "$@") >&2
 	else
 		cargo=$(command -v cargo || true)
 		[[ -n $cargo ]] || cargo="${HOME:-/root}/.cargo/bin/cargo"
@@ -241,7 +252,7 @@ build_mgre() {
 			[[ $mode != require ]] || die "cargo not found (install Rust: https://rustup.rs), or set MGRE_BIN"
 			return 1
 		fi
-		(cd "$REPO_ROOT" && "$cargo" build --release -p mgre) >&2
+		(cd "$REPO_ROOT" && timeout --foreground "$CARGO_TIMEOUT" "$cargo" build --release "$@") >&2
 	fi
 }
 
@@ -254,7 +265,7 @@ build_plugins() {
 	[[ -x $cargo ]] || return 1
 	log "building plugins: cargo build --release --target wasm32-unknown-unknown -p dscp-classifier -p voip-qos -p spoke-policy"
 	(cd "$REPO_ROOT" && CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true \
-		"$cargo" build --release --target wasm32-unknown-unknown --target-dir target/plugins \
+		timeout --foreground "$CARGO_TIMEOUT" "$cargo" build --release --target wasm32-unknown-unknown --target-dir target/plugins \
 		-p dscp-classifier -p voip-qos -p spoke-policy) >&2 || return 1
 	PLUGIN_WASM_DIR="$REPO_ROOT/target/plugins/wasm32-unknown-unknown/release"
 }
@@ -300,8 +311,14 @@ add_example_plugins() {
 
 # use_built_mgre: MGRE = the binary build_mgre produced
 use_built_mgre() {
-	MGRE="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/mgre"
-	[[ $MGRE == /* ]] || MGRE="$REPO_ROOT/$MGRE"
+	MGRE=$(release_bin mgre)
+}
+
+# release_bin NAME: prints the path of the binary NAME that cargo_release built
+release_bin() {
+	local bin="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/$1"
+	[[ $bin == /* ]] || bin="$REPO_ROOT/$bin"
+	printf '%s\n' "$bin"
 }
 
 # wait_mgre_ready LABEL PID SOCKET LOGFILE NOT-READY-TEXT: poll
