@@ -14,6 +14,7 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v sysctl >/dev/null || need+=(procps)
+command -v ethtool >/dev/null || need+=(ethtool)
 if ((${#need[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -43,6 +44,12 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --release --locked --workspace 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The namespace tests once more with two dataplane workers per daemon (multi-queue TUN,
+# per-worker sockets).
+echo "== namespace tests again with MGRE_TEST_WORKERS=2 =="
+MGRE_TEST_WORKERS=2 cargo test --release --locked -p mgre-e2e 2>&1 | tee -a "$log"
+multi=${PIPESTATUS[0]}
+if [ "$status" = 0 ]; then status=$multi; fi
 set -e
 sum() { grep -oE "test result: [A-Za-z]+\. .*" "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
 echo "tests: $(sum passed) passed, $(sum failed) failed"

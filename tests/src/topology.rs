@@ -154,6 +154,7 @@ pub struct TopologyBuilder {
     key: Option<u32>,
     checksum: Option<bool>,
     sequence: Option<bool>,
+    offload: Option<bool>,
     metrics: bool,
     log: String,
     /// Spoke pairs with a direct `[[peer]]` for each other.
@@ -203,6 +204,12 @@ impl TopologyBuilder {
     /// `[tunnel] sequence` on every site (absent: the daemon's default).
     pub fn sequence(mut self, on: bool) -> Self {
         self.sequence = Some(on);
+        self
+    }
+
+    /// `[tunnel] offload` on every site (absent: the daemon's default, on).
+    pub fn offload(mut self, on: bool) -> Self {
+        self.offload = Some(on);
         self
     }
 
@@ -269,6 +276,13 @@ impl TopologyBuilder {
         if self.metrics {
             line(format!("metrics = {}", quote(METRICS_ADDR)));
         }
+        // `MGRE_TEST_WORKERS=N` runs every daemon with N workers (the suite's multi-worker
+        // pass); sequence numbers need one worker, so those topologies keep one.
+        if let Some(n) = test_workers()
+            && self.sequence != Some(true)
+        {
+            line(format!("workers = {n}"));
+        }
         line(String::new());
         line("[tunnel]".into());
         line(format!("name = {}", quote(tun)));
@@ -290,6 +304,9 @@ impl TopologyBuilder {
         }
         if let Some(on) = self.sequence {
             line(format!("sequence = {on}"));
+        }
+        if let Some(on) = self.offload {
+            line(format!("offload = {on}"));
         }
         match id {
             SiteId::Hub => line("routes = []".into()),
@@ -397,7 +414,7 @@ pub struct Topology {
 
 impl Topology {
     /// A builder for test `tag` (1 to 6 chars of `[a-z0-9]`, part of every name) with two
-    /// plain-GRE spokes, no key, the daemon's checksum/sequence defaults, log `debug`.
+    /// plain-GRE spokes, no key, the daemon's checksum/sequence/offload defaults, log `debug`.
     pub fn builder(tag: &str) -> TopologyBuilder {
         TopologyBuilder {
             tag: tag.to_owned(),
@@ -405,6 +422,7 @@ impl Topology {
             key: None,
             checksum: None,
             sequence: None,
+            offload: None,
             metrics: false,
             log: "debug".to_owned(),
             direct: Vec::new(),
@@ -753,3 +771,12 @@ pub const LAN_V6_LEN: u8 = 64;
 pub const SPOKE_ROUTES: [&str; 2] = ["203.0.113.0/24", "2001:db8::/32"];
 /// Bytes of each daemon log quoted in failure output.
 const LOG_TAIL: usize = 16 * 1024;
+
+/// The worker count `MGRE_TEST_WORKERS` asks every daemon to run with, if set.
+pub fn test_workers() -> Option<usize> {
+    std::env::var("MGRE_TEST_WORKERS")
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|n| *n > 1)
+}

@@ -117,6 +117,7 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
         ));
     }
     let workers = *raw.daemon.workers.get_ref();
+    let workers_span = raw.daemon.workers.span();
     if !(1..=MAX_WORKERS).contains(&workers) {
         return Err(err(
             raw.daemon.workers.span(),
@@ -216,6 +217,20 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
             checksum: p.checksum.unwrap_or(t.checksum),
             sequence: p.sequence.unwrap_or(t.sequence),
         });
+    }
+
+    if workers > 1
+        && let Some(p) = peers.iter().find(|p| p.sequence)
+    {
+        return Err(err(
+            workers_span,
+            "daemon.workers",
+            format!(
+                "peer `{}` uses GRE sequence numbers, which need workers = 1: several workers \
+                 send and receive a tunnel's packets in parallel and cannot keep one sequence",
+                p.name
+            ),
+        ));
     }
 
     let nhs = match (&t.nhs, t.role) {

@@ -3,6 +3,7 @@
 //! `mgre run` starts the daemon, `mgre check` validates a config, `mgre show` asks a running
 //! daemon over its control socket.
 
+mod alloc_count;
 mod config;
 mod control;
 mod metrics;
@@ -18,6 +19,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+#[global_allocator]
+static ALLOC: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
 
 #[derive(Parser)]
 #[command(

@@ -140,6 +140,26 @@ impl Collector for TunnelCollector {
                 "ICMP too-big errors generated",
                 s.icmp_too_big,
             ),
+            (
+                "heap_allocations",
+                "Heap allocations made by the dataplane workers' loops",
+                s.heap_allocations,
+            ),
+            (
+                "offload_tun_gso_reads",
+                "TUN reads that brought a super-packet split into segments",
+                s.offload.tun_gso_reads,
+            ),
+            (
+                "offload_udp_gro_trains",
+                "UDP receives that brought a coalesced train of datagrams",
+                s.offload.udp_gro_trains,
+            ),
+            (
+                "offload_udp_gso_trains",
+                "UDP sends that carried a train of datagrams in one message",
+                s.offload.udp_gso_trains,
+            ),
         ] {
             let mut fam = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(v).encode(fam.encode_family(&[("tunnel", tun)])?)?;

@@ -36,10 +36,6 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let mut tun =
         Tun::create(&cfg.tun).with_context(|| format!("creating TUN {}", cfg.tun.name))?;
     let tun_name = tun.name().to_owned();
-    let gre = Arc::new(
-        GreSocket::bind(cfg.nbma, SOCKET_BUFFER)
-            .with_context(|| format!("opening raw GRE socket on {}", cfg.nbma))?,
-    );
     let plugins = crate::plugins::start(&cfg)?;
     if tun.offload() {
         crate::routes::limit_gso_segments(&tun_name, mgre_io::MAX_SEGMENTS)?;
@@ -52,6 +48,8 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let mut handles = Vec::with_capacity(cfg.workers);
     let outer_header = if cfg.nbma.is_ipv4() { 20 } else { 40 } + 8;
     for (id, queue) in tun.take_queues().into_iter().enumerate() {
+        let gre = GreSocket::bind_shard(cfg.nbma, SOCKET_BUFFER, id as u32, cfg.workers as u32)
+            .with_context(|| format!("opening raw GRE socket on {}", cfg.nbma))?;
         let udp = if cfg.udp_needed {
             let u = UdpSockets::bind(
                 cfg.nbma,
@@ -71,8 +69,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             dp: dp.clone(),
             stats: worker_stats,
             tun: queue,
-            gre: gre.clone(),
-            gre_rx: id == 0,
+            gre,
             udp,
             udp_port: cfg.udp_port,
             udp_max_payload: usize::from(cfg.dataplane.underlay_mtu) - outer_header,

@@ -102,6 +102,14 @@ fn print_stats(v: &Value) {
         "nhrp packets {}   mss clamped {}   icmp too-big sent {}",
         v["nhrp"], v["mss_clamped"], v["icmp_too_big"]
     );
+    let o = &v["offload"];
+    println!(
+        "offload: tun super-packets split {}   udp gro trains {}   udp gso trains {}",
+        num(&o["tun_gso_reads"]),
+        num(&o["udp_gro_trains"]),
+        num(&o["udp_gso_trains"])
+    );
+    println!("worker heap allocations {}", num(&v["heap_allocations"]));
     println!();
     println!("{:<22} {:>12}", "DROP REASON", "PACKETS");
     if let Some(drops) = v["drops"].as_object() {

@@ -58,8 +58,24 @@ pub struct Stats {
     pub mss_clamped: u64,
     /// ICMP too-big errors generated.
     pub icmp_too_big: u64,
+    /// Segmentation/coalescing offload activity.
+    pub offload: Offload,
+    /// Heap allocations made by the dataplane workers' loops (zero per packet by design;
+    /// plugin calls allocate once per call).
+    pub heap_allocations: u64,
     /// Drops by reason, every reason present.
     pub drops: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Offload counters: how often the super-packet paths were taken.
+#[derive(Debug, Serialize, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Offload {
+    /// TUN reads that brought a super-packet (split into segments).
+    pub tun_gso_reads: u64,
+    /// UDP receives that brought a coalesced train of datagrams.
+    pub udp_gro_trains: u64,
+    /// UDP sends that carried a train of datagrams in one message.
+    pub udp_gso_trains: u64,
 }
 
 /// One row of `mgre show peers`.
@@ -114,6 +130,12 @@ impl Shared {
             nhrp: self.workers.iter().map(|w| w.nhrp.get()).sum(),
             mss_clamped: self.workers.iter().map(|w| w.mss_clamped.get()).sum(),
             icmp_too_big: self.workers.iter().map(|w| w.icmp_too_big.get()).sum(),
+            heap_allocations: self.workers.iter().map(|w| w.heap_allocations.get()).sum(),
+            offload: Offload {
+                tun_gso_reads: self.workers.iter().map(|w| w.tun_gso_reads.get()).sum(),
+                udp_gro_trains: self.workers.iter().map(|w| w.udp_gro_trains.get()).sum(),
+                udp_gso_trains: self.workers.iter().map(|w| w.udp_gso_trains.get()).sum(),
+            },
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (r.as_str().to_owned(), self.drops(*r).into()))

@@ -41,10 +41,8 @@ pub struct Worker {
     pub stats: Arc<WorkerStats>,
     /// This worker's TUN queue.
     pub tun: TunQueue,
-    /// Raw GRE socket (shared for sending; `gre_rx` says whether this worker receives on it).
-    pub gre: Arc<GreSocket>,
-    /// Whether this worker polls the raw GRE socket.
-    pub gre_rx: bool,
+    /// This worker's raw GRE socket (receiving its share of the GRE traffic).
+    pub gre: GreSocket,
     /// This worker's GRE-in-UDP sockets, when any peer uses them.
     pub udp: Option<UdpSockets>,
     /// Destination port for GRE-in-UDP.
@@ -117,14 +115,20 @@ impl Worker {
                 .map(|_| FrameBatch::new(GRO_BUFFERS, 0)),
         };
         let tun_fd = self.tun.as_raw_fd();
-        let gre_fd = self.gre_rx.then(|| self.gre.as_raw_fd());
+        let gre_fd = Some(self.gre.as_raw_fd());
         let udp_fd = self.udp.as_ref().map(UdpSockets::listen_fd);
         let mut fds: Vec<libc::pollfd> = [Some(tun_fd), gre_fd, udp_fd]
             .into_iter()
             .flatten()
             .map(pollfd)
             .collect();
+        // Allocations before the loop (buffers, plugin instances) are the start-up cost; the
+        // published count is what the loop itself allocates.
+        let base = crate::alloc_count::thread_allocations();
         while !self.stop.load(Ordering::Relaxed) {
+            self.stats
+                .heap_allocations
+                .set(crate::alloc_count::thread_allocations() - base);
             // SAFETY: `fds` is a live, correctly sized array of pollfd.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
             // Pick up a newly published plugin generation before the batch that follows.
@@ -158,6 +162,9 @@ impl Worker {
             while n + MAX_SEGMENTS <= BATCH {
                 match self.tun.recv_into(&mut l.tun_rx, &mut l.lane.batch, n) {
                     Ok(TunRead::Packets(k)) => {
+                        if k > 1 {
+                            self.stats.tun_gso_reads.add(1);
+                        }
                         for i in n..n + k {
                             let len = l.lane.batch.len(i);
                             let step = self.dp.inspect_tun(
@@ -252,6 +259,9 @@ impl Worker {
                 let data = &gro.frame(j)[..len];
                 let src = gro.source(j).map(mgre_io::batch::source_ip);
                 let segment = gro.segment_size(j).unwrap_or(len).max(1);
+                if segment < len {
+                    self.stats.udp_gro_trains.add(1);
+                }
                 for datagram in data.chunks(segment) {
                     if n == BATCH {
                         self.finish(l, n);
@@ -409,6 +419,9 @@ impl Worker {
         let report = queue.send(fd, items, gso);
         if report.offered == 0 {
             return;
+        }
+        if report.messages < report.offered {
+            self.stats.udp_gso_trains.add(queue.trains() as u64);
         }
         if let Some(e) = &report.error {
             tracing::trace!(error = %e, "underlay send failed");

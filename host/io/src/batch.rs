@@ -208,6 +208,8 @@ pub struct SendQueue {
     iovs: Vec<libc::iovec>,
     /// Per message.
     addrs: Vec<libc::sockaddr_storage>,
+    /// Messages of the last send that carried more than one datagram.
+    trains: usize,
 }
 
 impl std::fmt::Debug for SendQueue {
@@ -254,6 +256,7 @@ impl SendQueue {
             hdrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
             iovs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
             addrs: (0..capacity).map(|_| unsafe { zeroed() }).collect(),
+            trains: 0,
         }
     }
 
@@ -272,6 +275,7 @@ impl SendQueue {
     ) -> SendReport {
         let mut n = 0;
         let mut msgs = 0;
+        self.trains = 0;
         let mut group: Option<Group> = None;
         for (data, dst, tos, priority) in items.take(self.iovs.len()) {
             self.iovs[n] = libc::iovec {
@@ -365,6 +369,7 @@ impl SendQueue {
     /// Completes message `m` from its group: iovec count and control messages.
     fn seal(&mut self, m: usize, g: &Group) {
         let segment = (g.count > 1).then_some(g.segment as u16);
+        self.trains += usize::from(g.count > 1);
         let buf = &mut self.controls[m];
         let len = write_cmsgs(buf, g.dst.is_ipv4(), g.tos, g.priority, segment);
         let h = &mut self.hdrs[m].msg_hdr;
@@ -376,6 +381,11 @@ impl SendQueue {
             h.msg_control = buf.as_mut_ptr().cast();
             h.msg_controllen = len;
         }
+    }
+
+    /// Messages of the last [`SendQueue::send`] that carried more than one datagram.
+    pub fn trains(&self) -> usize {
+        self.trains
     }
 
     /// Whether item `i` (in the order offered) of the last [`SendQueue::send`] failed.
@@ -549,6 +559,76 @@ mod tests {
             0,
             "nothing left, non-blocking"
         );
+    }
+
+    /// Receives until `want` datagrams arrived (splitting coalesced trains); returns them and
+    /// how many receive buffers carried more than one.
+    fn recv_datagrams(fd: RawFd, want: usize) -> (Vec<Vec<u8>>, usize) {
+        let mut b = FrameBatch::new(8, 0);
+        let (mut got, mut trains) = (Vec::new(), 0);
+        for _ in 0..200 {
+            let n = b.recv_from(fd).unwrap();
+            for i in 0..n {
+                let data = &b.frame(i)[..b.len(i)];
+                let seg = b.segment_size(i).unwrap_or(data.len());
+                trains += usize::from(seg < data.len());
+                got.extend(data.chunks(seg).map(<[u8]>::to_vec));
+            }
+            if got.len() >= want {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        (got, trains)
+    }
+
+    #[test]
+    fn gso_trains_go_out_as_one_message_and_arrive_in_order() {
+        let rx =
+            crate::UdpSockets::bind("127.0.0.1".parse().unwrap(), 0, 1, 1 << 22, false).unwrap();
+        assert!(rx.gro(), "UDP GRO is available on this kernel");
+        let dst = SocketAddr::new("127.0.0.1".parse().unwrap(), rx.listen_port());
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // 20 full segments, a short tail, then two more that must start a new message.
+        let mut payloads: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1200]).collect();
+        payloads.push(vec![0xee; 300]);
+        payloads.push(vec![0xaa; 1200]);
+        payloads.push(vec![0xab; 1200]);
+        let mut q = SendQueue::new(64);
+        let r = q.send(
+            tx.as_raw_fd(),
+            payloads.iter().map(|p| (&p[..], dst, None, None)),
+            Some(1400),
+        );
+        assert_eq!((r.sent, r.offered), (23, 23));
+        assert_eq!(r.messages, 2, "two trains: 20 + tail, then 2");
+        assert_eq!(q.trains(), 2);
+        let (got, trains) = recv_datagrams(rx.listen_fd(), 23);
+        assert_eq!(got, payloads, "every datagram, in order");
+        assert!(trains >= 1, "the receiver saw coalesced trains");
+    }
+
+    #[test]
+    fn gso_never_joins_different_marks_sizes_or_oversized_segments() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dst = rx.local_addr().unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = vec![1u8; 1000];
+        let b = vec![2u8; 1100];
+        let mut q = SendQueue::new(16);
+        let items = [
+            (&a[..], dst, None, None),
+            (&a[..], dst, Some(0xb8), None),    // other TOS
+            (&a[..], dst, Some(0xb8), Some(3)), // other priority
+            (&b[..], dst, Some(0xb8), Some(3)), // larger than the train's segment
+            (&b[..], dst, Some(0xb8), Some(3)), // joins the previous one
+        ];
+        let r = q.send(tx.as_raw_fd(), items.iter().copied(), Some(1400));
+        assert_eq!((r.sent, r.messages), (5, 4));
+        let r = q.send(tx.as_raw_fd(), items[3..].iter().copied(), Some(1050));
+        assert_eq!(r.messages, 2, "segments above the limit go alone");
+        let r = q.send(tx.as_raw_fd(), items[3..].iter().copied(), None);
+        assert_eq!(r.messages, 2, "no GSO: one message per datagram");
     }
 
     #[test]

@@ -111,6 +111,12 @@ impl Counter {
         self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
+    /// Sets the value (for a count kept elsewhere and published). Only the owner may call this.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
     /// Current value.
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
@@ -163,6 +169,15 @@ pub struct WorkerStats {
     pub mss_clamped: Counter,
     /// ICMP too-big errors generated.
     pub icmp_too_big: Counter,
+    /// Offload: TUN reads that brought a super-packet (split into segments in userspace).
+    pub tun_gso_reads: Counter,
+    /// Offload: UDP receives that brought a coalesced train of datagrams (UDP GRO).
+    pub udp_gro_trains: Counter,
+    /// Offload: UDP sends that carried a train of datagrams in one message (UDP GSO).
+    pub udp_gso_trains: Counter,
+    /// Heap allocations the worker thread made since it started (published by the I/O shell,
+    /// which can count them; the fast path is meant to make none per packet).
+    pub heap_allocations: Counter,
     drops: [Counter; DropReason::ALL.len()],
     peers: Box<[PeerStats]>,
 }
@@ -179,6 +194,10 @@ impl WorkerStats {
             nhrp: Counter::default(),
             mss_clamped: Counter::default(),
             icmp_too_big: Counter::default(),
+            tun_gso_reads: Counter::default(),
+            udp_gro_trains: Counter::default(),
+            udp_gso_trains: Counter::default(),
+            heap_allocations: Counter::default(),
             drops: Default::default(),
             peers: (0..peers).map(|_| PeerStats::default()).collect(),
         }

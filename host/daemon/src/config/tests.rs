@@ -245,3 +245,30 @@ fn plugin_errors() {
         "used twice",
     );
 }
+
+#[test]
+fn workers_and_offload_default_and_parse() {
+    let c = parse(SPOKE).unwrap();
+    assert_eq!((c.workers, c.tun.queues, c.tun.offload), (1, 1, true));
+    let src = SPOKE
+        .replace("[daemon]\n", "[daemon]\nworkers = 4\n")
+        .replace("nhs = \"hub\"\n", "nhs = \"hub\"\noffload = false\n");
+    let c = parse(&src).unwrap();
+    assert_eq!((c.workers, c.tun.queues, c.tun.offload), (4, 4, false));
+}
+
+#[test]
+fn workers_out_of_range_are_rejected() {
+    for bad in ["0", "65"] {
+        let src = SPOKE.replace("[daemon]\n", &format!("[daemon]\nworkers = {bad}\n"));
+        expect_err(&src, 4, "daemon.workers", "between 1 and 64");
+    }
+}
+
+#[test]
+fn sequence_numbers_need_a_single_worker() {
+    let src = SPOKE
+        .replace("[daemon]\n", "[daemon]\nworkers = 2\n")
+        .replace("key = 42\n", "key = 42\nsequence = true\n");
+    expect_err(&src, 4, "daemon.workers", "need workers = 1");
+}
