@@ -11,6 +11,7 @@
 //! - [`Daemon`]: one `mgre run` process; [`Daemon::stats`] and [`Daemon::peers`] read
 //!   `mgre show … --json`.
 //! - Traffic: [`ping`], [`tcp_transfer`], [`send_raw_gre`], [`send_udp`], [`syn_mss`];
+//!   an interface capture in both directions, [`PacketSocket`];
 //!   packet builders and parsers in [`packet`]; a sequence-numbered constant-rate UDP
 //!   stream, [`udp_stream`]; TOS/DSCP observers on the tunnel or a LAN, [`observe`].
 //! - Plugins: [`plugin_wasm`] and [`fixture_wasm`] build the example plugins and the hostile
@@ -54,7 +55,8 @@ pub use topology::{
     SpokeOptions, Topology, TopologyBuilder,
 };
 pub use traffic::{
-    CAPTURE_TIMEOUT, Digest, TRANSFER_DEADLINE, ping, send_raw_gre, send_udp, syn_mss, tcp_transfer,
+    CAPTURE_TIMEOUT, Digest, PacketSocket, TRANSFER_DEADLINE, ping, send_raw_gre, send_udp,
+    syn_mss, tcp_transfer,
 };
 pub use wasm::{
     FIXTURES, PLUGIN_PACKAGES, fixture_wasm, plugin_wasm, target_dir, with_custom_section,

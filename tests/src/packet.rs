@@ -7,18 +7,47 @@ use std::net::Ipv4Addr;
 
 /// The Internet checksum (RFC 1071) of `data`, ready to store big-endian.
 pub fn inet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut chunks = data.chunks_exact(2);
-    for pair in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    !fold(ones_sum(data, 0))
+}
+
+/// If `packet` (a complete IPv4 or IPv6 datagram, IPv6 without extension headers) carries
+/// TCP or UDP, its protocol and whether the transport checksum over the pseudo-header
+/// verifies (a UDP-over-IPv4 checksum of zero, "none sent", counts as verified). `None` for
+/// other protocols, fragments, and packets shorter than their IP length says.
+pub fn transport_checksum(packet: &[u8]) -> Option<(u8, bool)> {
+    let (protocol, pseudo, segment) = match packet.first()? >> 4 {
+        4 => {
+            let header_len = usize::from(packet[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
+            let fragment = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]) & 0x3fff;
+            if fragment != 0 || total < header_len {
+                return None;
+            }
+            let protocol = *packet.get(9)?;
+            let segment = packet.get(header_len..total)?;
+            let length = u16::try_from(segment.len()).ok()?;
+            let pseudo = ones_sum(packet.get(12..20)?, 0) + u32::from(protocol) + u32::from(length);
+            (protocol, pseudo, segment)
+        }
+        6 => {
+            let length = u16::from_be_bytes([*packet.get(4)?, *packet.get(5)?]);
+            let protocol = *packet.get(6)?;
+            let segment = packet.get(IPV6_HEADER..IPV6_HEADER + usize::from(length))?;
+            let pseudo = ones_sum(packet.get(8..40)?, 0) + u32::from(protocol) + u32::from(length);
+            (protocol, pseudo, segment)
+        }
+        _ => return None,
+    };
+    let checksum_at = match protocol {
+        IPPROTO_TCP if segment.len() >= TCP_HEADER => 16,
+        IPPROTO_UDP if segment.len() >= UDP_HEADER => 6,
+        _ => return None,
+    };
+    let stored = u16::from_be_bytes([segment[checksum_at], segment[checksum_at + 1]]);
+    if protocol == IPPROTO_UDP && stored == 0 && packet[0] >> 4 == 4 {
+        return Some((protocol, true));
     }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    Some((protocol, fold(ones_sum(segment, pseudo)) == 0xffff))
 }
 
 /// A complete IPv4 packet holding an ICMP echo request with `payload_len` pattern bytes.
@@ -175,6 +204,28 @@ pub fn parse_ip(packet: &[u8]) -> Option<Seen> {
     })
 }
 
+/// `initial` plus the big-endian 16-bit words of `data` (an odd last byte padded with zero),
+/// not yet folded. Inputs up to 64 KiB cannot overflow.
+fn ones_sum(data: &[u8], initial: u32) -> u32 {
+    let mut sum = initial;
+    let mut chunks = data.chunks_exact(2);
+    for pair in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    sum
+}
+
+/// Folds the carries of a one's-complement sum into 16 bits.
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
 const IPV4_HEADER: usize = 20;
 const IPV6_HEADER: usize = 40;
 const TCP_HEADER: usize = 20;
@@ -212,6 +263,50 @@ mod tests {
         assert_eq!(packet.len(), 20 + 8 + 33);
         assert_eq!(inet_checksum(&packet[..20]), 0);
         assert_eq!(inet_checksum(&packet[20..]), 0);
+    }
+
+    #[test]
+    fn transport_checksums_verify_and_catch_a_flipped_bit() {
+        // IPv4/TCP, 20-byte header and 5 payload bytes; checksum computed by hand below.
+        let mut v4 = vec![0x45, 0, 0, 45, 0, 0, 0x40, 0, 64, IPPROTO_TCP, 0, 0];
+        v4.extend_from_slice(&[203, 0, 113, 2, 203, 0, 113, 66]);
+        v4.extend_from_slice(&[0x9c, 0x40, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0]);
+        v4.extend_from_slice(&[0x50, TCP_ACK, 0xff, 0xff, 0, 0, 0, 0]);
+        v4.extend_from_slice(b"hello");
+        let mut pseudo = v4[12..20].to_vec();
+        pseudo.extend_from_slice(&[0, IPPROTO_TCP, 0, 25]);
+        pseudo.extend_from_slice(&v4[20..]);
+        let sum = inet_checksum(&pseudo);
+        v4[36..38].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(transport_checksum(&v4), Some((IPPROTO_TCP, true)));
+        let mut bad = v4.clone();
+        bad[44] ^= 0x01;
+        assert_eq!(transport_checksum(&bad), Some((IPPROTO_TCP, false)));
+        // Trailing bytes beyond the IP length (link padding) are ignored.
+        let mut padded = v4.clone();
+        padded.extend_from_slice(&[0xaa; 7]);
+        assert_eq!(transport_checksum(&padded), Some((IPPROTO_TCP, true)));
+
+        // IPv6/UDP with 3 payload bytes.
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 11, IPPROTO_UDP, 64];
+        v6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        v6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        v6.extend_from_slice(&[0x9c, 0x40, 0x4e, 0x20, 0, 11, 0, 0, 1, 2, 3]);
+        let mut pseudo = v6[8..40].to_vec();
+        pseudo.extend_from_slice(&[0, 0, 0, 11, 0, 0, 0, IPPROTO_UDP]);
+        pseudo.extend_from_slice(&v6[40..]);
+        let sum = inet_checksum(&pseudo);
+        v6[46..48].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(transport_checksum(&v6), Some((IPPROTO_UDP, true)));
+        v6[41] ^= 0x80;
+        assert_eq!(transport_checksum(&v6), Some((IPPROTO_UDP, false)));
+        // Short input never panics.
+        for len in 0..v4.len() {
+            assert_eq!(transport_checksum(&v4[..len]), None);
+        }
+        for len in 0..v6.len() {
+            assert_eq!(transport_checksum(&v6[..len]), None);
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::io::{self, Read, Write};
 use std::mem;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -214,13 +214,15 @@ fn capture_syn_mss(iface: &str, addr: IpAddr, port_tx: mpsc::Sender<u16>) -> Res
 }
 
 /// An AF_PACKET/SOCK_DGRAM socket bound to one interface: yields network-layer packets in
-/// both directions.
-struct PacketSocket {
+/// both directions. Outgoing packets are seen as the device gets them, after the kernel's
+/// own segmentation and checksumming for that device.
+pub struct PacketSocket {
     fd: OwnedFd,
 }
 
 impl PacketSocket {
-    fn open(iface: &str) -> Result<Self> {
+    /// Opens a capture on `iface` of the calling thread's namespace (200 ms receive timeout).
+    pub fn open(iface: &str) -> Result<Self> {
         let name = std::ffi::CString::new(iface)?;
         // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -274,7 +276,7 @@ impl PacketSocket {
     }
 
     /// One packet into `buf`; `None` when the 200 ms receive timeout passed.
-    fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>> {
+    pub fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>> {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
         let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n >= 0 {
@@ -287,6 +289,12 @@ impl PacketSocket {
             }
             _ => Err(err).context("AF_PACKET recv"),
         }
+    }
+}
+
+impl AsFd for PacketSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
