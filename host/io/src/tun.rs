@@ -23,6 +23,10 @@ use crate::batch::{FRAME_SIZE, FrameBatch};
 /// device's `gso_max_segs` at this, and a worker reads only while this many frames are free.
 pub const MAX_SEGMENTS: usize = 64;
 
+/// Transmit queue length of the interface (packets the kernel queues for the daemon to read);
+/// the TUN default of 500 overflows under bursts from a fast LAN sender.
+pub const TX_QUEUE_LEN: u32 = 1000;
+
 /// How to create the TUN interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TunConfig {
@@ -76,6 +80,9 @@ impl Tun {
             b = b.ipv6(*addr, *len);
         }
         let first = b.build_sync()?;
+        if first.tx_queue_len()? < TX_QUEUE_LEN {
+            first.set_tx_queue_len(TX_QUEUE_LEN)?;
+        }
         let name = first.name()?;
         let offload = first.tcp_gso();
         let udp_offload = first.udp_gso();
