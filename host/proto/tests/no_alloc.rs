@@ -1,7 +1,8 @@
 //! The fast path allocates nothing: every per-packet path of the dataplane (encapsulation,
 //! decapsulation, the hub's hairpin, both policy halves with a non-default policy, ICMP
-//! too-big generation, MSS clamping, drops) and the flow cache run 10 000 packets after a
-//! warm-up under a counting global allocator, and each must make zero heap allocations.
+//! too-big generation, MSS clamping, drops), the flow cache and TCP coalescing (GRO, 10 000
+//! batches) run 10 000 packets after a warm-up under a counting global allocator, and each must
+//! make zero heap allocations.
 //!
 //! `cargo test --release -p mgre-proto --test no_alloc -- --nocapture` prints one line per
 //! path; `MGRE_ALLOC_BACKTRACE=N` shows where the first N allocations come from.
@@ -13,6 +14,7 @@ use std::net::IpAddr;
 
 use mgre_proto::dataplane::HEADROOM;
 use mgre_proto::flowcache::{FlowCache, FlowKey};
+use mgre_proto::gro::{Gro, GroFrame};
 use mgre_proto::wire::checksum;
 use mgre_proto::wire::gre::{GreRepr, PROTO_IPV4, PROTO_IPV6};
 use mgre_proto::wire::ip::Addr;
@@ -207,6 +209,40 @@ fn flow_cache_allocates_nothing() {
     path("flowcache miss", || {
         i += 1;
         assert_eq!(cache.get(&key(i), 1, 1), None);
+    });
+}
+
+#[test]
+fn gro_allocates_nothing() {
+    // Per batch: 24 segments each of an IPv4 and an IPv6 flow, interleaved, with a UDP packet
+    // and a segment with a bad checksum among them; frames restored before every batch.
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    for k in 0..24u32 {
+        batch.push(tcp_segment(false, k * 1400, 1400));
+        batch.push(tcp_segment(true, k * 1400, 1400));
+    }
+    batch.insert(7, udp_v4(LAN1, LAN2, 1400));
+    let mut bad = tcp_segment(false, 24 * 1400, 1400);
+    bad[100] ^= 1;
+    batch.push(bad);
+    let mut frames: Vec<GroFrame> = batch
+        .iter()
+        .map(|_| GroFrame {
+            buf: vec![0u8; HEADROOM + 65536].into_boxed_slice(),
+            start: HEADROOM,
+            len: 0,
+        })
+        .collect();
+    let mut out = vec![0u16; frames.len()];
+    let mut gro = Gro::new(frames.len());
+    path("gro (50-packet batch, 2 TCP flows)", || {
+        for (f, p) in frames.iter_mut().zip(&batch) {
+            f.buf[HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
+            f.len = p.len();
+        }
+        let n = gro.coalesce(&mut frames, &mut out);
+        assert_eq!(&out[..n], [0, 1, 7, 49], "written frames");
+        assert_eq!(frames[0].len, 40 + 24 * 1400);
     });
 }
 
@@ -430,6 +466,44 @@ fn tcp_syn_v4(mss: u16) -> Vec<u8> {
     let sum = checksum::pseudo_v4(&LAN1, &LAN2, 6, 24);
     let c = !checksum::fold(checksum::accumulate(sum, &p[20..]));
     p[36..38].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// A TCP segment (ACK, `payload` bytes) from LAN1 to LAN2 or LAN1_V6 to LAN3_V6, with
+/// correct checksums.
+fn tcp_segment(v6: bool, seq: u32, payload: usize) -> Vec<u8> {
+    let iph = if v6 { 40 } else { 20 };
+    let mut p = vec![0u8; iph + 20 + payload];
+    let len = p.len();
+    let sum = if v6 {
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        p[6] = 6;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&LAN1_V6);
+        p[24..40].copy_from_slice(&LAN3_V6);
+        checksum::pseudo_v6(&LAN1_V6, &LAN3_V6, 6, (len - 40) as u32)
+    } else {
+        p[..12].copy_from_slice(&[0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+        p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        p[12..16].copy_from_slice(&LAN1);
+        p[16..20].copy_from_slice(&LAN2);
+        let c = checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        checksum::pseudo_v4(&LAN1, &LAN2, 6, (len - 20) as u16)
+    };
+    let tcp = &mut p[iph..];
+    tcp[0..4].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&7u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x10; // ACK
+    tcp[14..16].copy_from_slice(&[0x01, 0xf6]);
+    for (i, b) in tcp[20..].iter_mut().enumerate() {
+        *b = (seq as usize + i) as u8;
+    }
+    let c = !checksum::fold(checksum::accumulate(sum, tcp));
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
     p
 }
 
