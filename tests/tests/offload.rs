@@ -290,6 +290,19 @@ fn ensure_split_and_coalesced(
          {table}",
         to.id.peer_name()
     );
+    // The fast path allocates nothing per packet: the daemons' own per-thread count of the
+    // workers' heap allocations stays (near) flat over thousands of packets.
+    for site in [from, topo.hub(), to] {
+        let allocations = growth.of(site, "/daemon/heap_allocations")?;
+        let packets = growth.of(site, "/daemon/tun_rx/packets")?
+            + growth.of(site, "/daemon/tun_tx/packets")?
+            + growth.of(site, "/daemon/hairpin/packets")?;
+        ensure!(
+            allocations * 1000 <= packets,
+            "{}'s workers made {allocations} heap allocations for {packets} packets:\n{table}",
+            site.id.peer_name()
+        );
+    }
     let refused = growth.of(to, "/kernel/stats64/rx/dropped")?
         + growth.of(to, "/kernel/stats64/rx/errors")?;
     ensure!(

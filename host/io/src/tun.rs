@@ -3,9 +3,10 @@
 //!
 //! With offload on, the device carries a virtio-net header and the kernel hands us TCP (and,
 //! from Linux 6.2, UDP) super-packets of up to 64 KiB: [`TunQueue::recv_into`] splits each into
-//! MTU-sized segments with correct checksums (GSO), and [`TunQueue::send`] coalesces consecutive
-//! segments of a flow back into super-packets before writing (GRO), so a bulk flow costs one
-//! syscall per ~64 KiB in each direction instead of one per packet. With several queues
+//! MTU-sized segments with correct checksums (GSO, tun-rs), and [`TunQueue::send`] coalesces
+//! consecutive segments of a TCP flow back into super-packets before writing (GRO, the
+//! allocation-free [`mgre_proto::gro`]), so a bulk flow costs one syscall per ~64 KiB in each
+//! direction instead of one per packet. With several queues
 //! (`IFF_MULTI_QUEUE`) the kernel spreads flows over them by flow hash; each worker owns one.
 //!
 //! Packets are raw IP (no packet-information header). Queues are non-blocking. The interface
@@ -15,7 +16,13 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
 
-use tun_rs::{DeviceBuilder, ExpandBuffer, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
+use mgre_proto::gro::{Gro, GroFrame, VNET_HDR_LEN};
+use tun_rs::{DeviceBuilder, SyncDevice, VIRTIO_NET_HDR_LEN};
+
+const _: () = assert!(
+    VIRTIO_NET_HDR_LEN == VNET_HDR_LEN,
+    "virtio-net header sizes agree"
+);
 
 use crate::batch::{FRAME_SIZE, FrameBatch};
 
@@ -178,18 +185,32 @@ impl TunQueue {
         }
     }
 
-    /// Writes the packets queued in `tx`, coalescing consecutive segments of a TCP (or UDP)
-    /// flow into super-packets when offload is on, and empties `tx`. Returns the number of
-    /// packets handed over, or the first write error (the other writes are still attempted).
+    /// Writes the packets queued in `tx`, coalescing consecutive segments of a TCP flow into
+    /// super-packets when offload is on, and empties `tx`. Returns how many writes it took, or
+    /// the first write error (the other writes are still attempted).
     pub fn send(&self, tx: &mut TunTx) -> io::Result<usize> {
         let n = tx.len;
-        if n == 0 {
-            return Ok(0);
-        }
         tx.len = 0;
-        self.dev
-            .send_multiple(&mut tx.gro, &mut tx.frames[..n], VIRTIO_NET_HDR_LEN)
-            .map(|_| n)
+        let frames = &mut tx.frames[..n];
+        let mut first_error = None;
+        let mut write = |bytes: &[u8]| {
+            if let Err(e) = self.dev.send(bytes) {
+                first_error.get_or_insert(e);
+            }
+        };
+        let writes = if self.offload {
+            let w = tx.gro.coalesce(frames, &mut tx.order[..n]);
+            for &k in &tx.order[..w] {
+                write(frames[usize::from(k)].with_vnet_hdr());
+            }
+            w
+        } else {
+            for f in frames.iter() {
+                write(f.packet());
+            }
+            n
+        };
+        first_error.map_or(Ok(writes), Err)
     }
 
     /// Whether this queue carries the virtio-net header.
@@ -228,9 +249,11 @@ impl std::fmt::Debug for TunRx {
 /// [`TunTx::push`] takes a frame out of a [`FrameBatch`] by swapping buffers (no copy): the
 /// batch gets one of this queue's spare frames in exchange.
 pub struct TunTx {
-    frames: Vec<OutFrame>,
+    frames: Vec<GroFrame>,
     len: usize,
-    gro: GROTable,
+    gro: Gro,
+    /// Write order from the last coalescing.
+    order: Vec<u16>,
 }
 
 impl std::fmt::Debug for TunTx {
@@ -247,14 +270,15 @@ impl TunTx {
     pub fn new(capacity: usize) -> Self {
         TunTx {
             frames: (0..capacity)
-                .map(|_| OutFrame {
+                .map(|_| GroFrame {
                     buf: vec![0; FRAME_SIZE].into_boxed_slice(),
-                    base: 0,
+                    start: VNET_HDR_LEN,
                     len: 0,
                 })
                 .collect(),
             len: 0,
-            gro: GROTable::new(),
+            gro: Gro::new(capacity),
+            order: vec![0; capacity],
         }
     }
 
@@ -262,13 +286,13 @@ impl TunTx {
     /// Returns false when full (the packet was not taken). `start` must leave room for the
     /// virtio-net header in front of the packet.
     pub fn push(&mut self, batch: &mut FrameBatch, i: usize, start: usize, len: usize) -> bool {
-        if self.len == self.frames.len() || start < VIRTIO_NET_HDR_LEN {
+        if self.len == self.frames.len() || start < VNET_HDR_LEN {
             return false;
         }
         let out = &mut self.frames[self.len];
         batch.swap_frame(i, &mut out.buf);
-        out.base = start - VIRTIO_NET_HDR_LEN;
-        out.len = VIRTIO_NET_HDR_LEN + len;
+        out.start = start;
+        out.len = len;
         self.len += 1;
         true
     }
@@ -281,46 +305,5 @@ impl TunTx {
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-}
-
-/// A packet in a borrowed frame: `buf[base..base + len]`, growable up to the frame's end (GRO
-/// appends the payloads of following segments).
-struct OutFrame {
-    buf: Box<[u8]>,
-    base: usize,
-    len: usize,
-}
-
-impl AsRef<[u8]> for OutFrame {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[self.base..self.base + self.len]
-    }
-}
-
-impl AsMut<[u8]> for OutFrame {
-    fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.base..self.base + self.len]
-    }
-}
-
-impl ExpandBuffer for OutFrame {
-    fn buf_capacity(&self) -> usize {
-        self.buf.len() - self.base
-    }
-
-    fn buf_resize(&mut self, new_len: usize, value: u8) {
-        assert!(new_len <= self.buf_capacity(), "GRO grew past the frame");
-        if new_len > self.len {
-            self.buf[self.base + self.len..self.base + new_len].fill(value);
-        }
-        self.len = new_len;
-    }
-
-    fn buf_extend_from_slice(&mut self, src: &[u8]) {
-        let at = self.base + self.len;
-        assert!(at + src.len() <= self.buf.len(), "GRO grew past the frame");
-        self.buf[at..at + src.len()].copy_from_slice(src);
-        self.len += src.len();
     }
 }
