@@ -20,6 +20,8 @@
 #       4 mgre gre-udp     same with GRE-in-UDP
 #       5 mgre gre-udp     same with the three example plugins loaded on both ends
 #         + plugins
+#       6 mgre gre-udp     same without plugins, two dataplane workers per daemon
+#         workers = 2
 #     Each row, over one setup of its path (the daemons start once per row):
 #       - TCP, 1 flow and BENCH_FLOWS=4 flows (iperf3 -P 4): receiver Gbit/s,
 #         TCP retransmits, CPU seconds per GB;
@@ -30,10 +32,10 @@
 #         long before the paths do.)
 #  B. an underlay namespace with a bridge, hub 192.0.2.1, spoke1 .11, spoke2 .12;
 #     1 TCP flow, Gbit/s, retransmits and CPU seconds per GB:
-#       6 bridge           spoke1 -> spoke2 directly over the bridge, no tunnel
-#       7 vxlan via hub    kernel VXLAN spoke1 -> hub -> spoke2, routed by the hub  <- reference
-#       8 mgre gre         spoke1 -> hub -> spoke2 (hub hairpin), plain GRE
-#       9 mgre gre-udp     same with GRE-in-UDP
+#       7 bridge           spoke1 -> spoke2 directly over the bridge, no tunnel
+#       8 vxlan via hub    kernel VXLAN spoke1 -> hub -> spoke2, routed by the hub  <- reference
+#       9 mgre gre         spoke1 -> hub -> spoke2 (hub hairpin), plain GRE
+#      10 mgre gre-udp     same with GRE-in-UDP
 #
 # CPU seconds per GB: the busy time of all CPUs (user+nice+system+irq+softirq+
 # steal in /proc/stat) while the iperf3 client runs, divided by the GB (1e9
@@ -382,6 +384,7 @@ gen_cfg() {
 		echo "[daemon]"
 		echo "socket = \"${file%.toml}.sock\""
 		echo 'log = "warn"'
+		if [[ -n ${GEN_WORKERS:-} ]]; then echo "workers = $GEN_WORKERS"; fi
 		echo
 		echo "[tunnel]"
 		echo 'name = "mgre0"'
@@ -551,6 +554,12 @@ else
 	fi
 	PLUGIN_ROW=""
 fi
+
+# GRE-in-UDP again with two dataplane workers per daemon (multi-queue TUN, SO_REUSEPORT).
+GEN_WORKERS=2 gen_cfg "$TMP/a-hub-w2.toml" hub 198.51.100.1/24 192.0.2.1 "spoke|192.0.2.11|gre-udp|198.51.100.11/32"
+GEN_WORKERS=2 gen_cfg "$TMP/a-spoke-w2.toml" spoke 198.51.100.11/24 192.0.2.11 "hub|192.0.2.1|gre-udp|198.51.100.1/32"
+mgre_row "$A_VETH" "mgre gre-udp, workers = 2 on both ends: spoke -> hub" "$REF_A" "$SPK" "$HUB" 198.51.100.1 "$A_TESTS" \
+	"hub|$HUB|$TMP/a-hub-w2.toml" "spoke|$SPK|$TMP/a-spoke-w2.toml"
 A_LAST=${#R_PATH[@]}
 
 del_ns "$SPK"
