@@ -283,6 +283,8 @@ trait Key: Copy + Eq + Hash + BitAnd<Output = Self> {
     const BITS_U8: u8;
     /// The netmask for `len` bits; lengths beyond the width give all ones.
     fn mask(len: u8) -> Self;
+    /// The address's 16 most significant bits.
+    fn top16(self) -> u16;
 }
 
 impl Key for u32 {
@@ -292,6 +294,9 @@ impl Key for u32 {
             .checked_shl(u32::from(Self::BITS_U8.saturating_sub(len)))
             .unwrap_or(0)
     }
+    fn top16(self) -> u16 {
+        (self >> 16) as u16
+    }
 }
 
 impl Key for u128 {
@@ -300,6 +305,43 @@ impl Key for u128 {
         u128::MAX
             .checked_shl(u32::from(Self::BITS_U8.saturating_sub(len)))
             .unwrap_or(0)
+    }
+    fn top16(self) -> u16 {
+        (self >> 112) as u16
+    }
+}
+
+/// Entries a level holds before it gets a [`Directory`]: small tables (the common case) pay
+/// nothing for it. Unit tests use a tiny threshold so the LPM oracle property test runs with
+/// directories on nearly every level.
+const DIRECTORY_THRESHOLD: usize = if cfg!(test) { 4 } else { 4096 };
+
+/// A bitmap over the 65 536 values of an address's top 16 bits: set when some prefix of the
+/// level may cover addresses starting with them. A clear bit lets a lookup skip the level's
+/// hash probe — a cache miss in a large table — so a miss across many sparse lengths costs a
+/// few bit tests instead of one probe per length. Bits are set on insert and never cleared
+/// (a stale bit only costs a probe); 8 KiB per large level.
+#[derive(Clone, Debug)]
+struct Directory(Box<[u64; 1024]>);
+
+impl Directory {
+    fn new() -> Self {
+        Directory(Box::new([0; 1024]))
+    }
+
+    /// Marks every top-16 value the prefix `addr/len` covers.
+    fn mark<K: Key>(&mut self, addr: K, len: u8) {
+        let first = usize::from(addr.top16());
+        let count = 1usize << 16u8.saturating_sub(len);
+        for b in first..first + count {
+            self.0[b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    #[inline]
+    fn may_contain<K: Key>(&self, addr: K) -> bool {
+        let b = usize::from(addr.top16());
+        self.0[b / 64] & (1 << (b % 64)) != 0
     }
 }
 
@@ -318,6 +360,8 @@ struct Level<K, V> {
     mask: K,
     /// Masked network address → value; never empty.
     map: FxHashMap<K, V>,
+    /// For levels of at least [`DIRECTORY_THRESHOLD`] entries: which top-16 values can hit.
+    directory: Option<Directory>,
 }
 
 impl<K: Key, V: Copy> Family<K, V> {
@@ -327,9 +371,14 @@ impl<K: Key, V: Copy> Family<K, V> {
 
     #[inline]
     fn lookup(&self, addr: K) -> Option<V> {
-        self.levels
-            .iter()
-            .find_map(|level| level.map.get(&(addr & level.mask)).copied())
+        self.levels.iter().find_map(|level| {
+            if let Some(d) = &level.directory
+                && !d.may_contain(addr)
+            {
+                return None;
+            }
+            level.map.get(&(addr & level.mask)).copied()
+        })
     }
 
     fn get(&self, addr: K, len: u8) -> Option<V> {
@@ -350,13 +399,27 @@ impl<K: Key, V: Copy> Family<K, V> {
                     len,
                     mask: K::mask(len),
                     map: FxHashMap::default(),
+                    directory: None,
                 };
                 self.levels.insert(i, level);
                 i
             }
         };
         let level = &mut self.levels[i];
-        level.map.insert(addr & level.mask, v)
+        let key = addr & level.mask;
+        let old = level.map.insert(key, v);
+        match &mut level.directory {
+            Some(d) => d.mark(key, len),
+            None if level.map.len() >= DIRECTORY_THRESHOLD => {
+                let mut d = Directory::new();
+                for &k in level.map.keys() {
+                    d.mark(k, len);
+                }
+                level.directory = Some(d);
+            }
+            None => {}
+        }
+        old
     }
 
     fn remove(&mut self, addr: K, len: u8) -> Option<V> {
@@ -384,7 +447,13 @@ impl<K: Key, V: Copy> Family<K, V> {
         let maps: usize = self
             .levels
             .iter()
-            .map(|level| hash_map_heap_bytes(level.map.capacity(), size_of::<(K, V)>()))
+            .map(|level| {
+                hash_map_heap_bytes(level.map.capacity(), size_of::<(K, V)>())
+                    + level
+                        .directory
+                        .as_ref()
+                        .map_or(0, |_| size_of::<[u64; 1024]>())
+            })
             .sum();
         list + maps
     }
