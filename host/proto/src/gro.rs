@@ -1,18 +1,21 @@
-//! TCP receive-offload coalescing (GRO) for packets about to be written to a TUN device that
+//! Receive-offload coalescing (GRO) for packets about to be written to a TUN device that
 //! carries the virtio-net header (`IFF_VNET_HDR` with TSO and checksum offloads): consecutive
 //! in-order segments of one TCP flow in a write batch become one super-packet with a
 //! `GSO_TCPV4`/`GSO_TCPV6` header and `NEEDS_CSUM`, which the kernel treats like a packet its
-//! own GRO built. Everything else is written as it is behind an all-zero header.
+//! own GRO built; with [`Gro::with_udp`] (for a TUN with USO on, Linux ≥ 6.2), consecutive
+//! datagrams of one UDP flow likewise become one `GSO_UDP_L4` super-packet. Everything else is
+//! written as it is behind an all-zero header.
 //!
-//! The rules follow Linux `tcp_gro_receive` and wireguard-go's `tcpGRO`: a segment joins the
-//! newest item of its flow only when it continues it exactly (sequence number, ACK, header
-//! fields, options, size rules), both checksums having been verified first. A packet of a
-//! tracked flow that cannot join ends that item, so per-flow order is kept. Payloads are
-//! appended in place into the buffer of the item's first frame; nothing here allocates after
-//! [`Gro::new`], performs I/O or keeps state across batches.
+//! The rules follow Linux `tcp_gro_receive`/`udp_gro_receive` and wireguard-go's
+//! `tcpGRO`/`udpGRO`: a segment joins the newest item of its flow only when it continues it
+//! exactly (TCP: sequence number, ACK, header fields, options; UDP: IP header fields; both:
+//! size rules), its checksums and the item's first segment's having been verified first. A
+//! packet of a tracked flow that cannot join ends that item, so per-flow order is kept.
+//! Payloads are appended in place into the buffer of the item's first frame; nothing here
+//! allocates after [`Gro::new`], performs I/O or keeps state across batches.
 
 use crate::wire::checksum;
-use crate::wire::ip::PROTO_TCP;
+use crate::wire::ip::{PROTO_TCP, PROTO_UDP};
 
 /// Bytes of the virtio-net header written in front of each packet (`struct virtio_net_hdr`,
 /// 10 bytes, little-endian fields: `flags` u8, `gso_type` u8, `hdr_len` u16, `gso_size` u16,
@@ -33,6 +36,9 @@ pub const VNET_GSO_NONE: u8 = 0;
 pub const VNET_GSO_TCPV4: u8 = 1;
 /// `virtio_net_hdr.gso_type`: TCP over IPv6.
 pub const VNET_GSO_TCPV6: u8 = 4;
+/// `virtio_net_hdr.gso_type`: UDP over IPv4 or IPv6, cut into datagrams of `gso_size` payload
+/// bytes (USO; the TUN accepts it only with `TUN_F_USO4`/`TUN_F_USO6` on, Linux ≥ 6.2).
+pub const VNET_GSO_UDP_L4: u8 = 5;
 
 /// One packet waiting for the TUN: the packet is `buf[start..start + len]`; at least
 /// [`VNET_HDR_LEN`] bytes are free before `start`, and the packet may grow up to `buf.len()`.
@@ -77,18 +83,37 @@ pub struct Gro {
     items: Box<[Item]>,
     /// Number of the current batch; starts at 1 so zeroed slots are free.
     epoch: u32,
+    /// UDP datagrams are coalesced too ([`Gro::with_udp`]).
+    udp: bool,
 }
 
 impl Gro {
     /// A coalescer for batches of up to `capacity` frames (at most 65 536). Larger batches
     /// still work, but flows first seen beyond the `capacity`-th item are written uncoalesced.
+    /// It coalesces TCP only; see [`Gro::with_udp`].
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.clamp(1, MAX_FRAMES);
         Gro {
             slots: vec![Slot::default(); (2 * capacity).next_power_of_two()].into_boxed_slice(),
             items: vec![Item::default(); capacity].into_boxed_slice(),
             epoch: 0,
+            udp: false,
         }
+    }
+
+    /// This coalescer, also coalescing UDP datagrams (`on`) into `GSO_UDP_L4` super-packets, or
+    /// not (the default: UDP is written as it is). Turn it on only when the TUN device has UDP
+    /// segmentation offload (`TUN_F_USO4 | TUN_F_USO6`, Linux ≥ 6.2); an older kernel rejects
+    /// such writes.
+    #[must_use]
+    pub fn with_udp(mut self, on: bool) -> Self {
+        self.set_udp(on);
+        self
+    }
+
+    /// Turns UDP coalescing on or off for the following batches, as [`Gro::with_udp`].
+    pub fn set_udp(&mut self, on: bool) {
+        self.udp = on;
     }
 
     /// Coalesces `frames` (taken in the order given). Afterwards the virtio-net header of every
@@ -98,9 +123,11 @@ impl Gro {
     /// unchanged). Per-flow order is kept: a super-packet sits at its first segment's place.
     ///
     /// A coalesced frame has its IPv4 total length and header checksum (or IPv6 payload length)
-    /// rewritten, PSH set if its last segment had it, and the pseudo-header sum in the TCP
-    /// checksum field; its header says `NEEDS_CSUM` with `gso_size` the first segment's
-    /// payload. Every other listed frame is untouched behind an all-zero header.
+    /// rewritten and the pseudo-header sum (not complemented) in its TCP or UDP checksum field;
+    /// a TCP one has PSH set if its last segment had it, a UDP one the UDP length of the whole
+    /// (header and all payloads). Its header says `NEEDS_CSUM` and `GSO_TCPV4`, `GSO_TCPV6` or
+    /// `GSO_UDP_L4`, with `gso_size` the first segment's payload, which every segment but the
+    /// last has exactly. Every other listed frame is untouched behind an all-zero header.
     ///
     /// Work bound: per frame one header parse and one flow-table probe; per merged segment one
     /// checksum pass over it (and over its item's first segment once) and one payload copy.
@@ -138,7 +165,7 @@ impl Gro {
 
     /// Merges frame `i` into its flow's current item, or records it as the start of a new one.
     fn place(&mut self, frames: &mut [GroFrame], i: usize, used: &mut usize) -> Placed {
-        let Some(seg) = parse(frames[i].packet()) else {
+        let Some(seg) = parse(frames[i].packet(), self.udp) else {
             return Placed::Alone;
         };
         let slot = self.find(&seg.key);
@@ -148,8 +175,12 @@ impl Gro {
             let item = &mut self.items[at];
             match try_merge(frames, i, &seg, item) {
                 Merge::Done => return Placed::Merged,
-                // Not part of the stream as far as the receiver is concerned: the flow goes on.
-                Merge::BadSegment => return Placed::Alone,
+                // TCP: not part of the stream as far as the receiver is concerned, the flow goes
+                // on. UDP (as wireguard-go): the datagram keeps its place and ends the item.
+                Merge::BadSegment => {
+                    item.closed |= seg.key.udp;
+                    return Placed::Alone;
+                }
                 Merge::No => item.closed = true,
             }
         }
@@ -161,7 +192,8 @@ impl Gro {
         self.items[*used] = Item {
             head: i as u16,
             v6: seg.key.v6,
-            tcp_hdr_len: seg.tcp_hdr_len as u8,
+            udp: seg.key.udp,
+            l4_hdr_len: seg.l4_hdr_len as u8,
             ack: seg.ack,
             next_seq: seg.seq.wrapping_add(seg.payload as u32),
             gso_size: seg.payload as u16,
@@ -209,6 +241,7 @@ impl std::fmt::Debug for Gro {
         f.debug_struct("Gro")
             .field("capacity", &self.items.len())
             .field("slots", &self.slots.len())
+            .field("udp", &self.udp)
             .finish()
     }
 }
@@ -225,39 +258,52 @@ enum Placed {
 enum Merge {
     /// The payload was appended.
     Done,
-    /// The segment continues the item but its checksum is wrong: write it alone, keep the item.
+    /// The segment continues the item but its checksum is wrong: write it alone.
     BadSegment,
     /// The segment does not continue the item (or the item's first segment is corrupt).
     No,
 }
 
-/// The fields of a TCP packet that GRO looks at.
+/// The fields of a TCP or UDP packet that GRO looks at.
 struct Segment {
     key: FlowKey,
-    /// A GRO candidate: no IPv4 options or fragmentation, only ACK (and PSH) set, a payload.
+    /// A GRO candidate: no IPv4 options or fragmentation, a payload; TCP: only ACK (and PSH)
+    /// set; UDP: a UDP length matching the IP length and a checksum (not zero).
     mergeable: bool,
     ip_hdr_len: usize,
-    tcp_hdr_len: usize,
+    /// TCP header length, or the 8 bytes of the UDP header.
+    l4_hdr_len: usize,
+    /// TCP only (zero for UDP): sequence number, ACK number, flags.
     seq: u32,
     ack: u32,
     flags: u8,
     payload: usize,
 }
 
-/// Parses a TCP packet whose flow GRO can tell: IPv4 (not a later fragment) or IPv6 with TCP as
-/// the first next header, its length exactly the frame's. `None` for anything else. Only IPv4
-/// without options or fragmentation and IPv6 can be `mergeable`.
-fn parse(pkt: &[u8]) -> Option<Segment> {
+/// Parses a TCP packet (or, if `udp`, a UDP packet) whose flow GRO can tell: IPv4 (not a later
+/// fragment) or IPv6 with TCP/UDP as the first next header, its length exactly the frame's.
+/// `None` for anything else. Only IPv4 without options or fragmentation and IPv6 can be
+/// `mergeable`.
+fn parse(pkt: &[u8], udp: bool) -> Option<Segment> {
     let first = *pkt.first()?;
-    let (ip_hdr_len, key, candidate) = match first >> 4 {
+    let wanted = |proto: u8| proto == PROTO_TCP || udp && proto == PROTO_UDP;
+    let min_l4 = |proto: u8| {
+        if proto == PROTO_TCP {
+            TCP_HDR_LEN
+        } else {
+            UDP_HDR_LEN
+        }
+    };
+    let (ip_hdr_len, proto, key, candidate) = match first >> 4 {
         4 => {
             let ihl = usize::from(first & 0x0f) * 4;
             if ihl < IPV4_HDR_LEN
-                || pkt.len() < ihl + TCP_HDR_LEN
+                || pkt.len() < IPV4_HDR_LEN
+                || !wanted(pkt[9])
+                || pkt.len() < ihl + min_l4(pkt[9])
                 || usize::from(be16(pkt, 2)) != pkt.len()
                 || pkt[6] & 0x1f != 0
                 || pkt[7] != 0
-                || pkt[9] != PROTO_TCP
             {
                 return None;
             }
@@ -265,12 +311,13 @@ fn parse(pkt: &[u8]) -> Option<Segment> {
             let dst = u128::from(u32::from_be_bytes([pkt[16], pkt[17], pkt[18], pkt[19]]));
             // Options or a first fragment (MF) still name the flow, but are never merged.
             let candidate = ihl == IPV4_HDR_LEN && pkt[6] & IPV4_MF == 0;
-            (ihl, FlowKey::new(src, dst, false), candidate)
+            (ihl, pkt[9], FlowKey::new(src, dst, false), candidate)
         }
         6 => {
-            if pkt.len() < IPV6_HDR_LEN + TCP_HDR_LEN
+            if pkt.len() < IPV6_HDR_LEN
+                || !wanted(pkt[6])
+                || pkt.len() < IPV6_HDR_LEN + min_l4(pkt[6])
                 || usize::from(be16(pkt, 4)) != pkt.len() - IPV6_HDR_LEN
-                || pkt[6] != PROTO_TCP
             {
                 return None;
             }
@@ -278,56 +325,82 @@ fn parse(pkt: &[u8]) -> Option<Segment> {
             src.copy_from_slice(&pkt[8..24]);
             dst.copy_from_slice(&pkt[24..40]);
             let (src, dst) = (u128::from_be_bytes(src), u128::from_be_bytes(dst));
-            (IPV6_HDR_LEN, FlowKey::new(src, dst, true), true)
+            (IPV6_HDR_LEN, pkt[6], FlowKey::new(src, dst, true), true)
         }
         _ => return None,
     };
-    let tcp = &pkt[ip_hdr_len..];
-    let tcp_hdr_len = usize::from(tcp[12] >> 4) * 4;
-    if tcp_hdr_len < TCP_HDR_LEN || tcp.len() < tcp_hdr_len {
+    let l4 = &pkt[ip_hdr_len..];
+    let key = FlowKey {
+        ports: u32::from_be_bytes([l4[0], l4[1], l4[2], l4[3]]),
+        udp: proto == PROTO_UDP,
+        ..key
+    };
+    if key.udp {
+        // Linux merges no padded datagram (UDP length short of the IP length) and, like
+        // wireguard-go, none without a checksum (zero: IPv4's "none", invalid over IPv6).
+        let payload = l4.len() - UDP_HDR_LEN;
+        return Some(Segment {
+            key,
+            mergeable: candidate
+                && usize::from(be16(l4, 4)) == l4.len()
+                && be16(l4, 6) != 0
+                && payload > 0,
+            ip_hdr_len,
+            l4_hdr_len: UDP_HDR_LEN,
+            seq: 0,
+            ack: 0,
+            flags: 0,
+            payload,
+        });
+    }
+    let tcp_hdr_len = usize::from(l4[12] >> 4) * 4;
+    if tcp_hdr_len < TCP_HDR_LEN || l4.len() < tcp_hdr_len {
         return None;
     }
-    let flags = tcp[13];
-    let payload = tcp.len() - tcp_hdr_len;
+    let flags = l4[13];
+    let payload = l4.len() - tcp_hdr_len;
     Some(Segment {
-        key: FlowKey {
-            ports: u32::from_be_bytes([tcp[0], tcp[1], tcp[2], tcp[3]]),
-            ..key
-        },
+        key,
         mergeable: candidate && flags & !TCP_PSH == TCP_ACK && payload > 0,
         ip_hdr_len,
-        tcp_hdr_len,
-        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-        ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+        l4_hdr_len: tcp_hdr_len,
+        seq: u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]),
+        ack: u32::from_be_bytes([l4[8], l4[9], l4[10], l4[11]]),
         flags,
         payload,
     })
 }
 
-/// Appends segment `frames[i]` to `item` if it continues it; `item.head < i`.
+/// Appends segment `frames[i]` to `item` if it continues it; `item.head < i`, and both are of
+/// one flow (so of one IP version and transport protocol).
 fn try_merge(frames: &mut [GroFrame], i: usize, seg: &Segment, item: &mut Item) -> Merge {
     let head = &frames[usize::from(item.head)];
     let (pkt, first) = (frames[i].packet(), head.packet());
-    let hdrs = seg.ip_hdr_len + seg.tcp_hdr_len;
+    let hdrs = seg.ip_hdr_len + seg.l4_hdr_len;
+    // Both mergeable, so of one IP header length. Any UDP datagram of the flow continues it
+    // (Linux `udp_gro_receive_segment`); a TCP segment must follow on exactly.
     if !seg.mergeable
         || item.closed
-        || seg.seq != item.next_seq
-        || seg.ack != item.ack
-        || seg.tcp_hdr_len != usize::from(item.tcp_hdr_len)
         || seg.payload > usize::from(item.gso_size)
         || first.len() + seg.payload > MAX_PACKET
         || head.start + head.len + seg.payload > head.buf.len()
-        || !same_headers(first, pkt, seg.ip_hdr_len, hdrs)
+        || !same_ip_headers(first, pkt, seg.ip_hdr_len)
+        || !seg.key.udp
+            && (seg.seq != item.next_seq
+                || seg.ack != item.ack
+                || seg.l4_hdr_len != usize::from(item.l4_hdr_len)
+                || !same_tcp_headers(first, pkt, seg.ip_hdr_len, hdrs))
     {
         return Merge::No;
     }
+    let proto = if seg.key.udp { PROTO_UDP } else { PROTO_TCP };
     if !item.verified {
-        if !checksums_valid(first, seg.ip_hdr_len) {
+        if !checksums_valid(first, seg.ip_hdr_len, proto) {
             return Merge::No;
         }
         item.verified = true;
     }
-    if !checksums_valid(pkt, seg.ip_hdr_len) {
+    if !checksums_valid(pkt, seg.ip_hdr_len, proto) {
         return Merge::BadSegment;
     }
 
@@ -341,82 +414,99 @@ fn try_merge(frames: &mut [GroFrame], i: usize, seg: &Segment, item: &mut Item) 
     if seg.flags & TCP_PSH != 0 {
         head.buf[head.start + seg.ip_hdr_len + 13] |= TCP_PSH;
     }
-    // Linux flushes after a PSH, after a short segment (only the last may be short), and we
-    // cap the segment count.
+    // Linux flushes after a PSH, after a short segment (only the last may be short), and caps
+    // the segment count (`MAX_SKB_FRAGS` for TCP, `UDP_GRO_CNT_MAX` for UDP).
     item.closed = seg.flags & TCP_PSH != 0
         || seg.payload < usize::from(item.gso_size)
         || item.segments == MAX_SEGMENTS;
     Merge::Done
 }
 
-/// Whether the IP and TCP headers of `a` and `b` (same version and header lengths) allow
-/// merging: IPv4 TOS, TTL, DF and reserved bit; IPv6 traffic class, flow label and hop limit;
-/// TCP data offset and reserved bits, window and option bytes. The IPv4 ID is not compared.
-fn same_headers(a: &[u8], b: &[u8], ip_hdr_len: usize, hdrs: usize) -> bool {
-    let ip = if ip_hdr_len == IPV4_HDR_LEN {
+/// Whether the IP headers of `a` and `b` (same version and header length) allow merging:
+/// IPv4 TOS, TTL, DF and reserved bit; IPv6 traffic class, flow label and hop limit. The IPv4
+/// ID is not compared.
+fn same_ip_headers(a: &[u8], b: &[u8], ip_hdr_len: usize) -> bool {
+    if ip_hdr_len == IPV4_HDR_LEN {
         a[1] == b[1] && a[6] & 0xe0 == b[6] & 0xe0 && a[8] == b[8]
     } else {
         a[..4] == b[..4] && a[7] == b[7]
-    };
-    let (t, o) = (ip_hdr_len + 12, ip_hdr_len + TCP_HDR_LEN);
-    ip && a[t] == b[t] && a[t + 2..t + 4] == b[t + 2..t + 4] && a[o..hdrs] == b[o..hdrs]
+    }
 }
 
-/// Verifies the IPv4 header checksum (for IPv4) and the TCP checksum of `pkt`.
-fn checksums_valid(pkt: &[u8], ip_hdr_len: usize) -> bool {
+/// Whether the TCP headers of `a` and `b` (same header lengths) allow merging: data offset and
+/// reserved bits, window and option bytes.
+fn same_tcp_headers(a: &[u8], b: &[u8], ip_hdr_len: usize, hdrs: usize) -> bool {
+    let (t, o) = (ip_hdr_len + 12, ip_hdr_len + TCP_HDR_LEN);
+    a[t] == b[t] && a[t + 2..t + 4] == b[t + 2..t + 4] && a[o..hdrs] == b[o..hdrs]
+}
+
+/// Verifies the IPv4 header checksum (for IPv4) and the TCP or UDP (`proto`) checksum of `pkt`.
+fn checksums_valid(pkt: &[u8], ip_hdr_len: usize, proto: u8) -> bool {
     if ip_hdr_len == IPV4_HDR_LEN && checksum::checksum(&pkt[..IPV4_HDR_LEN]) != 0 {
         return false;
     }
-    let sum = pseudo_header(pkt, ip_hdr_len, pkt.len() - ip_hdr_len);
+    let sum = pseudo_header(pkt, ip_hdr_len, proto, pkt.len() - ip_hdr_len);
     checksum::fold(checksum::accumulate(sum, &pkt[ip_hdr_len..])) == 0xffff
 }
 
-/// Sum of the TCP pseudo-header of `pkt` for a TCP length of `tcp_len` (≤ 65535). The source
-/// and destination addresses are adjacent in both IPv4 (12..20) and IPv6 (8..40).
-fn pseudo_header(pkt: &[u8], ip_hdr_len: usize, tcp_len: usize) -> u64 {
+/// Sum of the TCP or UDP (`proto`) pseudo-header of `pkt` for a transport length of `l4_len`
+/// (≤ 65535). The source and destination addresses are adjacent in both IPv4 (12..20) and
+/// IPv6 (8..40).
+fn pseudo_header(pkt: &[u8], ip_hdr_len: usize, proto: u8, l4_len: usize) -> u64 {
     let addrs = if ip_hdr_len == IPV4_HDR_LEN {
         &pkt[12..20]
     } else {
         &pkt[8..40]
     };
-    checksum::accumulate(0, addrs) + u64::from(PROTO_TCP) + tcp_len as u64
+    checksum::accumulate(0, addrs) + u64::from(proto) + l4_len as u64
 }
 
 /// Rewrites the headers of a coalesced item and writes its virtio-net header.
 fn finish(frame: &mut GroFrame, item: &Item) {
     let (start, len) = (frame.start, frame.len);
     let ip_hdr_len = if item.v6 { IPV6_HDR_LEN } else { IPV4_HDR_LEN };
-    let tcp_hdr_len = usize::from(item.tcp_hdr_len);
+    let l4_len = len - ip_hdr_len;
     let pkt = &mut frame.buf[start..start + len];
     // `len <= MAX_PACKET` was checked on every append.
-    let gso_type = if item.v6 {
-        pkt[4..6].copy_from_slice(&((len - IPV6_HDR_LEN) as u16).to_be_bytes());
-        VNET_GSO_TCPV6
+    if item.v6 {
+        pkt[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
     } else {
         pkt[2..4].copy_from_slice(&(len as u16).to_be_bytes());
         pkt[10..12].fill(0);
         let c = checksum::checksum(&pkt[..IPV4_HDR_LEN]);
         pkt[10..12].copy_from_slice(&c.to_be_bytes());
-        VNET_GSO_TCPV4
+    }
+    let (gso_type, proto, csum_offset) = match (item.udp, item.v6) {
+        (true, _) => (VNET_GSO_UDP_L4, PROTO_UDP, UDP_CSUM_OFFSET),
+        (false, false) => (VNET_GSO_TCPV4, PROTO_TCP, TCP_CSUM_OFFSET),
+        (false, true) => (VNET_GSO_TCPV6, PROTO_TCP, TCP_CSUM_OFFSET),
     };
-    let partial = checksum::fold(pseudo_header(pkt, ip_hdr_len, len - ip_hdr_len));
-    let at = ip_hdr_len + TCP_CSUM_OFFSET;
+    if item.udp {
+        // The length of the whole, as Linux `udp_gro_complete` and wireguard-go write it;
+        // segmentation gives each datagram its own.
+        let at = ip_hdr_len + UDP_LEN_OFFSET;
+        pkt[at..at + 2].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    }
+    let partial = checksum::fold(pseudo_header(pkt, ip_hdr_len, proto, l4_len));
+    let at = ip_hdr_len + csum_offset;
     pkt[at..at + 2].copy_from_slice(&partial.to_be_bytes());
 
+    let hdr_len = ip_hdr_len + usize::from(item.l4_hdr_len);
     let hdr = &mut frame.buf[start - VNET_HDR_LEN..start];
     hdr[0] = VNET_F_NEEDS_CSUM;
     hdr[1] = gso_type;
-    hdr[2..4].copy_from_slice(&((ip_hdr_len + tcp_hdr_len) as u16).to_le_bytes());
+    hdr[2..4].copy_from_slice(&(hdr_len as u16).to_le_bytes());
     hdr[4..6].copy_from_slice(&item.gso_size.to_le_bytes());
     hdr[6..8].copy_from_slice(&(ip_hdr_len as u16).to_le_bytes());
-    hdr[8..10].copy_from_slice(&(TCP_CSUM_OFFSET as u16).to_le_bytes());
+    hdr[8..10].copy_from_slice(&(csum_offset as u16).to_le_bytes());
 }
 
 fn be16(p: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([p[at], p[at + 1]])
 }
 
-/// What identifies a TCP flow: addresses (IPv4 in the low 32 bits), both ports, IP version.
+/// What identifies a flow: addresses (IPv4 in the low 32 bits), both ports, IP version and
+/// transport protocol (TCP and UDP flows are apart).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct FlowKey {
     src: u128,
@@ -424,6 +514,7 @@ struct FlowKey {
     /// Source port in the high half, destination port in the low half.
     ports: u32,
     v6: bool,
+    udp: bool,
 }
 
 impl FlowKey {
@@ -433,6 +524,7 @@ impl FlowKey {
             dst,
             ports: 0,
             v6,
+            udp: false,
         }
     }
 
@@ -441,7 +533,7 @@ impl FlowKey {
         let mut mix = |v: u64| h = (h ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31);
         mix(self.src as u64 ^ (self.src >> 64) as u64);
         mix(self.dst as u64 ^ (self.dst >> 64) as u64);
-        mix(u64::from(self.ports) << 1 | u64::from(self.v6));
+        mix(u64::from(self.ports) << 2 | u64::from(self.udp) << 1 | u64::from(self.v6));
         h ^ (h >> 29)
     }
 }
@@ -460,9 +552,11 @@ struct Item {
     /// Frame holding the first segment, into which later payloads are appended.
     head: u16,
     v6: bool,
-    tcp_hdr_len: u8,
+    udp: bool,
+    /// TCP header length, or the UDP header's 8 bytes.
+    l4_hdr_len: u8,
+    /// TCP only: ACK number and the sequence number the next segment must carry.
     ack: u32,
-    /// Sequence number the next segment must carry.
     next_seq: u32,
     /// Payload of the first segment; every later one but the last has exactly this size.
     gso_size: u16,
@@ -470,7 +564,7 @@ struct Item {
     /// The first segment's checksums were checked (done when the first merge is tried).
     verified: bool,
     /// Nothing more may be appended (PSH, short segment, segment cap, or a non-matching packet
-    /// of the flow came along).
+    /// of the flow, for UDP also a corrupt one, came along).
     closed: bool,
 }
 
@@ -480,6 +574,9 @@ const IPV4_HDR_LEN: usize = 20;
 const IPV6_HDR_LEN: usize = 40;
 const TCP_HDR_LEN: usize = 20;
 const TCP_CSUM_OFFSET: usize = 16;
+const UDP_HDR_LEN: usize = 8;
+const UDP_LEN_OFFSET: usize = 4;
+const UDP_CSUM_OFFSET: usize = 6;
 const IPV4_MF: u8 = 0x20;
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;

@@ -1,5 +1,5 @@
 //! Sans-IO core of mgre: the GRE wire code, the endpoint table and the forwarding decisions of
-//! a multipoint GRE hub or spoke, and the TCP coalescing (GRO) of packets written to the TUN.
+//! a multipoint GRE hub or spoke, and the TCP/UDP coalescing (GRO) of packets written to the TUN.
 //!
 //! Everything here works on caller-owned byte buffers and returns verdicts; nothing performs
 //! I/O, reads a clock, spawns a thread or allocates per packet. The I/O shell (`mgre-io`) and

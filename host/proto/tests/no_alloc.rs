@@ -1,8 +1,8 @@
 //! The fast path allocates nothing: every per-packet path of the dataplane (encapsulation,
 //! decapsulation, the hub's hairpin, both policy halves with a non-default policy, ICMP
-//! too-big generation, MSS clamping, drops), the flow cache and TCP coalescing (GRO, 10 000
-//! batches) run 10 000 packets after a warm-up under a counting global allocator, and each must
-//! make zero heap allocations.
+//! too-big generation, MSS clamping, drops), the flow cache and TCP and UDP coalescing (GRO,
+//! 10 000 batches each) run 10 000 packets after a warm-up under a counting global allocator,
+//! and each must make zero heap allocations.
 //!
 //! `cargo test --release -p mgre-proto --test no_alloc -- --nocapture` prints one line per
 //! path; `MGRE_ALLOC_BACKTRACE=N` shows where the first N allocations come from.
@@ -244,6 +244,45 @@ fn gro_allocates_nothing() {
         assert_eq!(&out[..n], [0, 1, 7, 49], "written frames");
         assert_eq!(frames[0].len, 40 + 24 * 1400);
     });
+}
+
+#[test]
+fn udp_gro_allocates_nothing() {
+    // Per batch, with UDP coalescing on: 24 datagrams each of an IPv4 and an IPv6 UDP flow and
+    // 24 segments of a TCP flow, interleaved, then a datagram with a bad checksum; frames
+    // restored before every batch.
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    for k in 0..24u8 {
+        batch.push(udp_datagram(false, k, 1200));
+        batch.push(udp_datagram(true, k, 1200));
+        batch.push(tcp_segment(false, u32::from(k) * 1400, 1400));
+    }
+    let mut bad = udp_datagram(false, 24, 1200);
+    bad[100] ^= 1;
+    batch.push(bad);
+    let mut frames: Vec<GroFrame> = batch
+        .iter()
+        .map(|_| GroFrame {
+            buf: vec![0u8; HEADROOM + 65536].into_boxed_slice(),
+            start: HEADROOM,
+            len: 0,
+        })
+        .collect();
+    let mut out = vec![0u16; frames.len()];
+    let mut gro = Gro::new(frames.len()).with_udp(true);
+    path(
+        "gro with udp (73-packet batch, 2 UDP flows, 1 TCP flow)",
+        || {
+            for (f, p) in frames.iter_mut().zip(&batch) {
+                f.buf[HEADROOM..HEADROOM + p.len()].copy_from_slice(p);
+                f.len = p.len();
+            }
+            let n = gro.coalesce(&mut frames, &mut out);
+            assert_eq!(&out[..n], [0, 1, 2, 72], "written frames");
+            assert_eq!(frames[0].len, 28 + 24 * 1200);
+            assert_eq!(frames[1].len, 48 + 24 * 1200);
+        },
+    );
 }
 
 #[test]
@@ -504,6 +543,43 @@ fn tcp_segment(v6: bool, seq: u32, payload: usize) -> Vec<u8> {
     }
     let c = !checksum::fold(checksum::accumulate(sum, tcp));
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// UDP datagram number `k` (`payload` bytes) from LAN1 to LAN2 or LAN1_V6 to LAN3_V6, with
+/// correct lengths and checksums.
+fn udp_datagram(v6: bool, k: u8, payload: usize) -> Vec<u8> {
+    let iph = if v6 { 40 } else { 20 };
+    let ulen = 8 + payload;
+    let mut p = vec![0u8; iph + ulen];
+    let sum = if v6 {
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&(ulen as u16).to_be_bytes());
+        p[6] = 17;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&LAN1_V6);
+        p[24..40].copy_from_slice(&LAN3_V6);
+        checksum::pseudo_v6(&LAN1_V6, &LAN3_V6, 17, ulen as u32)
+    } else {
+        p[..12].copy_from_slice(&[0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0]);
+        p[2..4].copy_from_slice(&((iph + ulen) as u16).to_be_bytes());
+        p[12..16].copy_from_slice(&LAN1);
+        p[16..20].copy_from_slice(&LAN2);
+        let c = checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        checksum::pseudo_v4(&LAN1, &LAN2, 17, ulen as u16)
+    };
+    let udp = &mut p[iph..];
+    udp[0..4].copy_from_slice(&[0x30, 0x39, 0x11, 0x51]);
+    udp[4..6].copy_from_slice(&(ulen as u16).to_be_bytes());
+    for (i, b) in udp[8..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_add(k);
+    }
+    let c = match !checksum::fold(checksum::accumulate(sum, udp)) {
+        0 => 0xffff,
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
     p
 }
 

@@ -1,9 +1,12 @@
 //! GRO driven with hand-built segments, and a property test that re-segments every coalesced
-//! packet with a reference software segmentation and compares it with the input.
+//! packet with a reference software segmentation and compares it with the input. TCP here,
+//! UDP (with [`Gro::with_udp`]) in `udp`.
 
 use proptest::prelude::*;
 
 use super::*;
+
+mod udp;
 
 /// A TCP segment to build; payload byte `k` is `(seq + k) ^ sport`, so merged payloads of a
 /// flow read as one continuous pattern.
@@ -88,38 +91,15 @@ impl Tcp {
         self.seq.wrapping_add(self.payload as u32)
     }
 
+    fn ip_hdr_len(&self) -> usize {
+        if self.v6 { 40 } else { 20 + self.ip_opts }
+    }
+
     fn build(&self) -> Vec<u8> {
-        let iph = if self.v6 { 40 } else { 20 + self.ip_opts };
+        let iph = self.ip_hdr_len();
         let tcph = 20 + self.opts.len();
-        let len = iph + tcph + self.payload;
-        let mut p = vec![0u8; len];
-        if self.v6 {
-            let w = 6 << 28 | u32::from(self.tos) << 20 | self.flow_label;
-            p[0..4].copy_from_slice(&w.to_be_bytes());
-            p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
-            p[6] = 6;
-            p[7] = self.ttl;
-            p[8..24].copy_from_slice(&SRC6);
-            p[24..40].copy_from_slice(&DST6);
-        } else {
-            p[0] = 0x40 | (iph / 4) as u8;
-            p[1] = self.tos;
-            p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            p[4..6].copy_from_slice(&self.id.to_be_bytes());
-            p[6] = if self.df { 0x40 } else { 0 } | if self.mf { 0x20 } else { 0 };
-            p[8] = self.ttl;
-            p[9] = 6;
-            p[12..16].copy_from_slice(&SRC4);
-            p[16..20].copy_from_slice(&DST4);
-            for (k, b) in p[20..iph].iter_mut().enumerate() {
-                *b = if k == 0 { 0x94 } else { 1 }; // router alert-ish, then NOPs
-            }
-            let c = checksum::checksum(&p[..iph]);
-            p[10..12].copy_from_slice(&c.to_be_bytes());
-            if self.bad_ip_csum {
-                p[10] ^= 0x40;
-            }
-        }
+        let mut p = vec![0u8; iph + tcph + self.payload];
+        self.emit_ip(&mut p, 6);
         let t = &mut p[iph..];
         t[0..2].copy_from_slice(&self.sport.to_be_bytes());
         t[2..4].copy_from_slice(&self.dport.to_be_bytes());
@@ -139,6 +119,39 @@ impl Tcp {
             p[last] ^= 0x10;
         }
         p
+    }
+
+    /// Writes the IP header (IPv4 with `ip_opts` option bytes, or IPv6) for packet `p` carrying
+    /// protocol `proto`.
+    fn emit_ip(&self, p: &mut [u8], proto: u8) {
+        let (iph, len) = (self.ip_hdr_len(), p.len());
+        if self.v6 {
+            let w = 6 << 28 | u32::from(self.tos) << 20 | self.flow_label;
+            p[0..4].copy_from_slice(&w.to_be_bytes());
+            p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+            p[6] = proto;
+            p[7] = self.ttl;
+            p[8..24].copy_from_slice(&SRC6);
+            p[24..40].copy_from_slice(&DST6);
+        } else {
+            p[0] = 0x40 | (iph / 4) as u8;
+            p[1] = self.tos;
+            p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            p[4..6].copy_from_slice(&self.id.to_be_bytes());
+            p[6] = if self.df { 0x40 } else { 0 } | if self.mf { 0x20 } else { 0 };
+            p[8] = self.ttl;
+            p[9] = proto;
+            p[12..16].copy_from_slice(&SRC4);
+            p[16..20].copy_from_slice(&DST4);
+            for (k, b) in p[20..iph].iter_mut().enumerate() {
+                *b = if k == 0 { 0x94 } else { 1 }; // router alert-ish, then NOPs
+            }
+            let c = checksum::checksum(&p[..iph]);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+            if self.bad_ip_csum {
+                p[10] ^= 0x40;
+            }
+        }
     }
 }
 
@@ -164,9 +177,14 @@ fn run(pkts: &[Vec<u8>]) -> (Vec<GroFrame>, Vec<u16>) {
 }
 
 fn run_in(pkts: &[Vec<u8>], cap: usize) -> (Vec<GroFrame>, Vec<u16>) {
+    run_with(pkts, cap, false)
+}
+
+/// Coalesces `pkts` in frames of `cap` bytes, UDP too if `udp`, and checks the output.
+fn run_with(pkts: &[Vec<u8>], cap: usize, udp: bool) -> (Vec<GroFrame>, Vec<u16>) {
     let mut fs = frames(pkts, cap);
     let mut out = vec![0u16; pkts.len()];
-    let n = Gro::new(64).coalesce(&mut fs, &mut out);
+    let n = Gro::new(64).with_udp(udp).coalesce(&mut fs, &mut out);
     out.truncate(n);
     check_output(pkts, &fs, &out);
     (fs, out)
@@ -208,7 +226,7 @@ fn vnet_hdr(f: &GroFrame) -> VnetHdr {
 /// Checked: `out` rises strictly; every input is either listed or merged; an uncoalesced frame
 /// is byte-identical to its input behind an all-zero header; a coalesced one has a consistent
 /// virtio-net header, IP length fields, valid IPv4 header checksum and the pseudo-header sum
-/// in its TCP checksum field; and the packets of each listed frame, after re-segmentation,
+/// in its TCP (or UDP) checksum field; and the packets of each listed frame, after re-segmentation,
 /// are exactly the inputs from its index up to the next listed frame of the same flow that
 /// were merged into it (checked by the callers through [`flows_match`]).
 fn check_output(input: &[Vec<u8>], fs: &[GroFrame], out: &[u16]) {
@@ -244,6 +262,9 @@ fn resegment(f: &GroFrame) -> Vec<Vec<u8>> {
     if h.gso_type == VNET_GSO_NONE {
         return vec![p.to_vec()];
     }
+    if h.gso_type == VNET_GSO_UDP_L4 {
+        return udp::resegment(f);
+    }
     let v6 = p[0] >> 4 == 6;
     let iph = if v6 { 40 } else { 20 };
     let tcph = usize::from(p[iph + 12] >> 4) * 4;
@@ -267,7 +288,7 @@ fn resegment(f: &GroFrame) -> Vec<Vec<u8>> {
         assert_eq!(usize::from(be16(p, 2)), p.len(), "IPv4 total length");
         assert_eq!(checksum::checksum(&p[..20]), 0, "IPv4 header checksum");
     }
-    let partial = checksum::fold(pseudo(p, iph, p.len() - iph));
+    let partial = checksum::fold(pseudo(p, p.len() - iph));
     assert_eq!(be16(p, iph + 16), partial, "TCP pseudo-header sum");
     let payload = &p[hdrs..];
     assert!(
@@ -342,23 +363,23 @@ fn masked(p: &[u8]) -> Vec<u8> {
     p
 }
 
-/// Independent of the module's helper: the pseudo-header via `pseudo_v4`/`pseudo_v6`.
-fn pseudo(p: &[u8], iph: usize, tcp_len: usize) -> u64 {
+/// Independent of the module's helper: the pseudo-header of IPv4/IPv6 packet `p` (for the
+/// protocol in its header, TCP or UDP) via `pseudo_v4`/`pseudo_v6`.
+fn pseudo(p: &[u8], l4_len: usize) -> u64 {
     if p[0] >> 4 == 6 {
         let src: [u8; 16] = p[8..24].try_into().unwrap();
         let dst: [u8; 16] = p[24..40].try_into().unwrap();
-        checksum::pseudo_v6(&src, &dst, 6, tcp_len as u32)
+        checksum::pseudo_v6(&src, &dst, p[6], l4_len as u32)
     } else {
         let src: [u8; 4] = p[12..16].try_into().unwrap();
         let dst: [u8; 4] = p[16..20].try_into().unwrap();
-        let _ = iph;
-        checksum::pseudo_v4(&src, &dst, 6, tcp_len as u16)
+        checksum::pseudo_v4(&src, &dst, p[9], l4_len as u16)
     }
 }
 
 fn set_tcp_checksum(p: &mut [u8], iph: usize) {
     p[iph + 16..iph + 18].fill(0);
-    let sum = pseudo(p, iph, p.len() - iph);
+    let sum = pseudo(p, p.len() - iph);
     let c = !checksum::fold(checksum::accumulate(sum, &p[iph..]));
     p[iph + 16..iph + 18].copy_from_slice(&c.to_be_bytes());
 }
