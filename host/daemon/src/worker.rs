@@ -107,7 +107,7 @@ impl Worker {
             queue: SendQueue::new(BATCH),
             policy: self.plugins.clone().map(|m| PolicyStage::new(m, BATCH)),
             tun_rx: TunRx::default(),
-            tun_tx: TunTx::new(BATCH),
+            tun_tx: self.tun.tx(BATCH),
             gro: self
                 .udp
                 .as_ref()

@@ -4,7 +4,7 @@
 //! With offload on, the device carries a virtio-net header and the kernel hands us TCP (and,
 //! from Linux 6.2, UDP) super-packets of up to 64 KiB: [`TunQueue::recv_into`] splits each into
 //! MTU-sized segments with correct checksums (GSO, tun-rs), and [`TunQueue::send`] coalesces
-//! consecutive segments of a TCP flow back into super-packets before writing (GRO, the
+//! consecutive segments of a TCP (or, with USO, UDP) flow back into super-packets before writing (GRO, the
 //! allocation-free [`mgre_proto::gro`]), so a bulk flow costs one syscall per ~64 KiB in each
 //! direction instead of one per packet. With several queues
 //! (`IFF_MULTI_QUEUE`) the kernel spreads flows over them by flow hash; each worker owns one.
@@ -102,7 +102,11 @@ impl Tun {
             .into_iter()
             .map(|dev| {
                 dev.set_nonblocking(true)?;
-                Ok(TunQueue { dev, offload })
+                Ok(TunQueue {
+                    dev,
+                    offload,
+                    udp_offload,
+                })
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Tun {
@@ -138,6 +142,7 @@ impl Tun {
 pub struct TunQueue {
     dev: SyncDevice,
     offload: bool,
+    udp_offload: bool,
 }
 
 impl std::fmt::Debug for TunQueue {
@@ -216,6 +221,13 @@ impl TunQueue {
     /// Whether this queue carries the virtio-net header.
     pub fn offload(&self) -> bool {
         self.offload
+    }
+
+    /// A write queue for this TUN queue: coalesces TCP, and UDP too when the device has USO.
+    pub fn tx(&self, capacity: usize) -> TunTx {
+        let mut tx = TunTx::new(capacity);
+        tx.gro.set_udp(self.udp_offload);
+        tx
     }
 }
 
