@@ -3,6 +3,9 @@
 
 gre_rx inputs: one selector byte (bits 0-1: sending spoke 192.0.2.11/.12/.13/unknown,
 bit 2: an outer IPv4 header is included) followed by the packet.
+tun_rx inputs: one inner packet as read from the TUN.
+tun_gro inputs: a batch of packets for the TUN-write coalescer, each a 2-byte big-endian
+length followed by the packet.
 """
 import os
 import struct
@@ -103,3 +106,55 @@ tun_seeds = {
 }
 for name, data in tun_seeds.items():
     write("tun_rx", name, data)
+
+
+def tcp_seg(sport, seq, payload, flags=0x10, ack=1000):
+    hdr = struct.pack("!HHIIBBHHH", sport, 80, seq, ack, 5 << 4, flags, 65535, 0, 0)
+    return hdr + payload
+
+
+def with_l4_csum(pkt, v6=False):
+    """Fills the TCP/UDP checksum of an IPv4 or IPv6 packet built by ipv4()/ipv6()."""
+    if v6:
+        src, dst, nh, l4 = pkt[8:24], pkt[24:40], pkt[6], bytearray(pkt[40:])
+        pseudo = src + dst + struct.pack("!IxxxB", len(l4), nh)
+        head = pkt[:40]
+    else:
+        ihl = (pkt[0] & 0xF) * 4
+        src, dst, nh, l4 = pkt[12:16], pkt[16:20], pkt[9], bytearray(pkt[ihl:])
+        pseudo = src + dst + struct.pack("!BBH", 0, nh, len(l4))
+        head = pkt[:ihl]
+    off = 16 if nh == 6 else 6
+    l4[off:off + 2] = b"\0\0"
+    c = csum(bytes(pseudo) + bytes(l4))
+    l4[off:off + 2] = struct.pack("!H", c or 0xFFFF)
+    return bytes(head) + bytes(l4)
+
+
+def batch(*pkts):
+    return b"".join(struct.pack("!H", len(p)) + p for p in pkts)
+
+
+def tcp4(sport, seq, n, flags=0x10):
+    return with_l4_csum(ipv4(LAN1, LAN2, 6, tcp_seg(sport, seq, bytes([seq % 251]) * n, flags)))
+
+
+def tcp6(sport, seq, n):
+    return with_l4_csum(ipv6(V6_1, V6_2, 6, tcp_seg(sport, seq, bytes([seq % 251]) * n)), v6=True)
+
+
+def udp4(sport, n, fill):
+    return with_l4_csum(ipv4(LAN1, LAN2, 17, struct.pack("!HHHH", sport, 53, 8 + n, 0) + bytes([fill]) * n))
+
+
+gro_seeds = {
+    "tcp-run": batch(*[tcp4(1000, 1 + i * 1000, 1000) for i in range(6)]),
+    "tcp-two-flows": batch(*[tcp4(1000 + i % 2, 1 + (i // 2) * 500, 500) for i in range(8)]),
+    "tcp-psh-short": batch(tcp4(7, 1, 800), tcp4(7, 801, 800), tcp4(7, 1601, 100, flags=0x18)),
+    "tcp-gap": batch(tcp4(9, 1, 600), tcp4(9, 1201, 600)),
+    "tcp6-run": batch(*[tcp6(2000, 1 + i * 1200, 1200) for i in range(4)]),
+    "udp-run": batch(*[udp4(5000, 1200, i) for i in range(5)] + [udp4(5000, 300, 9)]),
+    "mixed": batch(tcp4(1, 1, 400), udp4(2, 400, 1), tcp4(1, 401, 400), udp4(2, 400, 2), echo12),
+}
+for name, data in gro_seeds.items():
+    write("tun_gro", name, data)

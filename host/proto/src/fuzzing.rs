@@ -66,6 +66,60 @@ pub fn tun_rx(data: &[u8]) {
     check(&frame, v);
 }
 
+/// Feeds `data` to the TUN-write coalescer (GRO, TCP and UDP on) as one batch: each packet is
+/// a 2-byte big-endian length (capped by what is left) followed by its bytes; at most 64
+/// packets, each in a frame with room to grow that depends on its length. Checks that the
+/// write list is ordered, distinct and in bounds, that every listed frame stays inside its
+/// buffer, and that a frame with a GSO header holds an IP packet whose length fields match.
+/// Returns how many super-packets the batch produced.
+pub fn tun_gro(data: &[u8]) -> usize {
+    use crate::gro::{Gro, GroFrame, VNET_HDR_LEN};
+    let mut frames = Vec::new();
+    let mut rest = data;
+    while frames.len() < 64 && rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        let packet = &rest[2..2 + len];
+        rest = &rest[2 + len..];
+        // Room for a few more segments, less for odd lengths, to reach the "buffer full" rule.
+        let room = if len % 2 == 0 { 8 * 1500 } else { 64 };
+        let mut buf = vec![0u8; VNET_HDR_LEN + len + room].into_boxed_slice();
+        buf[VNET_HDR_LEN..VNET_HDR_LEN + len].copy_from_slice(packet);
+        frames.push(GroFrame {
+            buf,
+            start: VNET_HDR_LEN,
+            len,
+        });
+    }
+    let originals: Vec<Vec<u8>> = frames.iter().map(|f| f.packet().to_vec()).collect();
+    let mut gro = Gro::new(64).with_udp(true);
+    let mut out = [0u16; 64];
+    let n = gro.coalesce(&mut frames, &mut out);
+    assert!(n <= frames.len(), "more writes than frames");
+    assert!(
+        out[..n].windows(2).all(|w| w[0] < w[1]),
+        "writes out of order or repeated"
+    );
+    let mut merged = 0;
+    for &k in &out[..n] {
+        let f = &frames[usize::from(k)];
+        let written = f.with_vnet_hdr();
+        assert_eq!(written.len(), VNET_HDR_LEN + f.len);
+        let (hdr, packet) = written.split_at(VNET_HDR_LEN);
+        if hdr[1] == 0 {
+            assert_eq!(
+                packet,
+                &originals[usize::from(k)][..],
+                "uncoalesced packet changed"
+            );
+        } else {
+            let parsed = ip::parse(packet).expect("coalesced packet parses");
+            assert_eq!(parsed.total_len, packet.len(), "coalesced length fields");
+            merged += 1;
+        }
+    }
+    merged
+}
+
 fn check(frame: &[u8], v: Verdict) {
     match v {
         Verdict::Underlay { start, len, .. } => {

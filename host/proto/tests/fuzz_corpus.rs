@@ -63,3 +63,21 @@ fn tun_rx_corpus_and_mutations_hold_invariants() {
         }
     }
 }
+
+#[test]
+fn tun_gro_corpus_and_mutations_hold_invariants() {
+    let mut runs = 0;
+    let mut seeds_merging = 0;
+    for seed in corpus("tun_gro") {
+        seeds_merging += usize::from(fuzzing::tun_gro(&seed) > 0);
+        for m in mutations(&seed) {
+            fuzzing::tun_gro(&m);
+            runs += 1;
+        }
+    }
+    assert!(runs > 1000, "only {runs} mutated inputs");
+    assert!(
+        seeds_merging >= 5,
+        "only {seeds_merging} seeds coalesce anything"
+    );
+}
