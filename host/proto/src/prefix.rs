@@ -350,6 +350,8 @@ impl Directory {
 struct Family<K, V> {
     /// Only non-empty lengths, sorted by descending length.
     levels: Vec<Level<K, V>>,
+    /// Whether any level has a directory (else lookups take the plain loop).
+    directories: bool,
 }
 
 /// All prefixes of one length in one family.
@@ -366,11 +368,20 @@ struct Level<K, V> {
 
 impl<K: Key, V: Copy> Family<K, V> {
     fn new() -> Self {
-        Family { levels: Vec::new() }
+        Family {
+            levels: Vec::new(),
+            directories: false,
+        }
     }
 
     #[inline]
     fn lookup(&self, addr: K) -> Option<V> {
+        if !self.directories {
+            return self
+                .levels
+                .iter()
+                .find_map(|level| level.map.get(&(addr & level.mask)).copied());
+        }
         self.levels.iter().find_map(|level| {
             if let Some(d) = &level.directory
                 && !d.may_contain(addr)
@@ -416,6 +427,7 @@ impl<K: Key, V: Copy> Family<K, V> {
                     d.mark(k, len);
                 }
                 level.directory = Some(d);
+                self.directories = true;
             }
             None => {}
         }
@@ -429,6 +441,7 @@ impl<K: Key, V: Copy> Family<K, V> {
         if level.map.is_empty() {
             // Keep the lookup list to lengths that can hit, and free the map.
             self.levels.remove(i);
+            self.directories = self.levels.iter().any(|l| l.directory.is_some());
         }
         old
     }
