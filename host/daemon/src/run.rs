@@ -93,7 +93,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     tracing::info!(
         tunnel = %tun_name, role = ?cfg.dataplane.role, nbma = %cfg.nbma, mtu = cfg.tun.mtu,
         peers = dp.peers().len(), routes = cfg.routes.len(), workers = cfg.workers,
-        offload = tun.offload(), "mgre running"
+        offload = tun.offload(), udp_offload = tun.udp_offload(), "mgre running"
     );
     let served = serve_until_signal(&cfg, listener, shared, &handles);
 

@@ -218,11 +218,6 @@ impl TunQueue {
         first_error.map_or(Ok(writes), Err)
     }
 
-    /// Whether this queue carries the virtio-net header.
-    pub fn offload(&self) -> bool {
-        self.offload
-    }
-
     /// A write queue for this TUN queue: coalesces TCP, and UDP too when the device has USO.
     pub fn tx(&self, capacity: usize) -> TunTx {
         let mut tx = TunTx::new(capacity);
@@ -307,11 +302,6 @@ impl TunTx {
         out.len = len;
         self.len += 1;
         true
-    }
-
-    /// Packets queued.
-    pub fn len(&self) -> usize {
-        self.len
     }
 
     /// Whether nothing is queued.
