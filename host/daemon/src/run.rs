@@ -88,6 +88,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         tun_name: tun_name.clone(),
         config_file: path.to_owned(),
         plugins: plugins.as_ref().map(|p| p.manager.clone()),
+        tun_offload: (tun.offload(), tun.udp_offload()),
     });
 
     tracing::info!(

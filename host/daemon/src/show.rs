@@ -103,6 +103,19 @@ fn print_stats(v: &Value) {
         v["nhrp"], v["mss_clamped"], v["icmp_too_big"]
     );
     let o = &v["offload"];
+    let on = |k: &str| {
+        if o[k].as_bool() == Some(true) {
+            "on"
+        } else {
+            "off"
+        }
+    };
+    println!(
+        "workers {}   tun offload: tso {} uso {}",
+        num(&v["workers"]),
+        on("tun_tso"),
+        on("tun_uso")
+    );
     println!(
         "offload: tun super-packets split {}   udp gro trains {}   udp gso trains {}",
         num(&o["tun_gso_reads"]),

@@ -19,6 +19,8 @@ pub struct Shared {
     pub config_file: std::path::PathBuf,
     /// Policy plugins, when configured.
     pub plugins: Option<Arc<mgre_plugin::PluginManager>>,
+    /// Whether the TUN runs with the virtio-net header (TSO/GRO), and with USO as well.
+    pub tun_offload: (bool, bool),
 }
 
 impl std::fmt::Debug for Shared {
@@ -58,7 +60,9 @@ pub struct Stats {
     pub mss_clamped: u64,
     /// ICMP too-big errors generated.
     pub icmp_too_big: u64,
-    /// Segmentation/coalescing offload activity.
+    /// Dataplane workers.
+    pub workers: usize,
+    /// Segmentation/coalescing offload state and activity.
     pub offload: Offload,
     /// Heap allocations made by the dataplane workers' loops (zero per packet by design;
     /// plugin calls allocate once per call).
@@ -67,9 +71,14 @@ pub struct Stats {
     pub drops: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Offload counters: how often the super-packet paths were taken.
+/// Offload state and counters: whether the TUN offloads, and how often the super-packet paths
+/// were taken.
 #[derive(Debug, Serialize, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Offload {
+    /// TUN virtio-net header with TSO and checksum offload on.
+    pub tun_tso: bool,
+    /// TUN UDP segmentation offload (USO) on as well.
+    pub tun_uso: bool,
     /// TUN reads that brought a super-packet (split into segments).
     pub tun_gso_reads: u64,
     /// UDP receives that brought a coalesced train of datagrams.
@@ -131,7 +140,10 @@ impl Shared {
             mss_clamped: self.workers.iter().map(|w| w.mss_clamped.get()).sum(),
             icmp_too_big: self.workers.iter().map(|w| w.icmp_too_big.get()).sum(),
             heap_allocations: self.workers.iter().map(|w| w.heap_allocations.get()).sum(),
+            workers: self.workers.len(),
             offload: Offload {
+                tun_tso: self.tun_offload.0,
+                tun_uso: self.tun_offload.1,
                 tun_gso_reads: self.workers.iter().map(|w| w.tun_gso_reads.get()).sum(),
                 udp_gro_trains: self.workers.iter().map(|w| w.udp_gro_trains.get()).sum(),
                 udp_gso_trains: self.workers.iter().map(|w| w.udp_gso_trains.get()).sum(),
