@@ -164,6 +164,23 @@ impl Collector for TunnelCollector {
             let mut fam = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(v).encode(fam.encode_family(&[("tunnel", tun)])?)?;
         }
+        let mut fam = enc.encode_descriptor(
+            "workers",
+            "Dataplane worker threads",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(s.workers as i64).encode(fam.encode_family(&[("tunnel", tun)])?)?;
+        let mut fam = enc.encode_descriptor(
+            "tun_offload",
+            "TUN segmentation offload in use (1) or not (0), by kind",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (kind, on) in [("tso", s.offload.tun_tso), ("uso", s.offload.tun_uso)] {
+            ConstGauge::new(i64::from(on))
+                .encode(fam.encode_family(&[("tunnel", tun), ("kind", kind)])?)?;
+        }
         if let Some(m) = &self.0.plugins {
             encode_plugins(&mut enc, &m.current())?;
         }
