@@ -6,6 +6,8 @@ bit 2: an outer IPv4 header is included) followed by the packet.
 tun_rx inputs: one inner packet as read from the TUN.
 tun_gro inputs: a batch of packets for the TUN-write coalescer, each a 2-byte big-endian
 length followed by the packet.
+nhrp inputs: one selector byte (bit 0: repair the NHRP checksum before parsing) followed by
+an NHRP message (RFC 2332, with FRR nhrpd's Traffic Indication and NAT extension).
 """
 import os
 import struct
@@ -158,3 +160,67 @@ gro_seeds = {
 }
 for name, data in gro_seeds.items():
     write("tun_gro", name, data)
+
+
+def nhrp_cie(code=0, prefix=32, mtu=0, hold=7200, nbma=b"", proto=b"", pref=0):
+    return struct.pack("!BBHHHBBBB", code, prefix, 0, mtu, hold, len(nbma), 0, len(proto), pref) + nbma + proto
+
+
+def nhrp_ext(kind, value=b"", compulsory=True):
+    return struct.pack("!HH", kind | (0x8000 if compulsory else 0), len(value)) + value
+
+
+def nhrp(op, src_nbma, src_proto, dst_proto, body=b"", flags=0, word32=0, exts=None, hop=64):
+    """An NHRP message; exts is a list of nhrp_ext() values (End is appended) or None."""
+    afn = 1 if len(src_nbma) == 4 else 2
+    proto = 0x0800 if len(src_proto) == 4 else 0x86DD
+    mandatory = struct.pack("!BBHI", len(src_proto), len(dst_proto), flags, word32) + src_nbma + src_proto + dst_proto
+    extoff = 0
+    tail = b""
+    if exts is not None:
+        extoff = 20 + len(mandatory) + len(body)
+        tail = b"".join(exts) + nhrp_ext(0)
+    size = 20 + len(mandatory) + len(body) + len(tail)
+    fixed = struct.pack("!HH5sBHHHBBBB", afn, proto, bytes(5), hop, size, 0, extoff, 1, op, len(src_nbma), 0)
+    pkt = fixed + mandatory + body + tail
+    return pkt[:12] + struct.pack("!H", csum(pkt)) + pkt[14:]
+
+
+NBMA_A, NBMA_B, NBMA_HUB = bytes([198, 51, 100, 11]), bytes([198, 51, 100, 12]), bytes([198, 51, 100, 1])
+TUN_A, TUN_B, TUN_HUB = bytes([10, 0, 0, 11]), bytes([10, 0, 0, 12]), bytes([10, 0, 0, 1])
+NBMA6_A, NBMA6_B = bytes(V6_1), bytes(V6_2)
+TUN6_A, TUN6_B = bytes([0xFD] + [0] * 14 + [11]), bytes([0xFD] + [0] * 14 + [12])
+REQUEST_EXTS = [nhrp_ext(4), nhrp_ext(5), nhrp_ext(3)]
+reg_req = nhrp(3, NBMA_A, TUN_A, TUN_HUB, nhrp_cie(prefix=255, mtu=1500), flags=0x8002, word32=42,
+               exts=REQUEST_EXTS + [nhrp_ext(9, nhrp_cie(nbma=NBMA_A, proto=TUN_A), compulsory=False)])
+nhrp_seeds = {
+    "registration-request": reg_req,
+    "registration-reply-nak": nhrp(4, NBMA_A, TUN_A, TUN_HUB, nhrp_cie(code=4, prefix=255, mtu=1500), flags=0x8000,
+                                   word32=42, exts=[nhrp_ext(3, nhrp_cie(nbma=NBMA_HUB, proto=TUN_HUB)),
+                                                    nhrp_ext(4), nhrp_ext(5)]),
+    "resolution-request": nhrp(1, NBMA_A, TUN_A, TUN_B, nhrp_cie(prefix=0, mtu=1400, hold=600), flags=0x8000,
+                               word32=7, exts=REQUEST_EXTS),
+    "resolution-reply": nhrp(2, NBMA_A, TUN_A, TUN_B, nhrp_cie(mtu=1400, nbma=NBMA_B, proto=TUN_B), flags=0xC000,
+                             word32=7, exts=[nhrp_ext(3, nhrp_cie(nbma=NBMA_B, proto=TUN_B)), nhrp_ext(4),
+                                             nhrp_ext(5, nhrp_cie(nbma=NBMA_HUB, proto=TUN_HUB))]),
+    "resolution-reply-v6": nhrp(2, NBMA6_A, TUN6_A, TUN6_B, nhrp_cie(prefix=128, nbma=NBMA6_B, proto=TUN6_B),
+                                word32=9, exts=[nhrp_ext(3, nhrp_cie(prefix=128, nbma=NBMA6_B, proto=TUN6_B))]),
+    "v4-nbma-v6-proto": nhrp(1, NBMA_A, TUN6_A, TUN6_B, nhrp_cie(prefix=0), word32=11),
+    "purge-request": nhrp(5, NBMA_HUB, TUN_HUB, TUN_A, nhrp_cie(prefix=32, proto=TUN_B), word32=3, exts=[]),
+    "purge-reply": nhrp(6, NBMA_A, TUN_HUB, TUN_A, nhrp_cie(prefix=32, proto=TUN_B), word32=3),
+    "error-indication": nhrp(7, NBMA_HUB, TUN_HUB, TUN_A, reg_req, word32=(1 << 16) | 52),
+    "traffic-indication": nhrp(8, NBMA_HUB, TUN_HUB, TUN_A, echo12[:48], hop=1),
+    "nat-and-unknown-extensions": nhrp(
+        3, NBMA_A, TUN_A, TUN_HUB, nhrp_cie(prefix=255, mtu=1500), flags=0x8002, word32=5,
+        exts=[nhrp_ext(9, nhrp_cie(nbma=bytes([203, 0, 113, 9]), proto=TUN_A), compulsory=False),
+              nhrp_ext(0x123, b"compulsory?"), nhrp_ext(0x42, b"optional", compulsory=False),
+              nhrp_ext(8, b"\x00\x00\x09vendor", compulsory=False), nhrp_ext(7, struct.pack("!I", 1) + b"secret")]),
+}
+os.makedirs(os.path.join(HERE, "corpus", "nhrp"), exist_ok=True)
+for name, data in nhrp_seeds.items():
+    write("nhrp", name, b"\x00" + data)
+# The same messages with a wrong checksum, which the selector's bit 0 repairs.
+for name in ["registration-request", "resolution-reply", "nat-and-unknown-extensions"]:
+    data = bytearray(nhrp_seeds[name])
+    data[12:14] = b"\xff\xff"
+    write("nhrp", name + "-repair", b"\x01" + bytes(data))

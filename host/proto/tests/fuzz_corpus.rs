@@ -81,3 +81,29 @@ fn tun_gro_corpus_and_mutations_hold_invariants() {
         "only {seeds_merging} seeds coalesce anything"
     );
 }
+
+#[test]
+fn nhrp_corpus_and_mutations_hold_invariants() {
+    let mut runs = 0;
+    let mut seeds_parsing = 0;
+    let mut mutants_parsing = 0;
+    for seed in corpus("nhrp") {
+        seeds_parsing += usize::from(fuzzing::nhrp(&seed));
+        for m in mutations(&seed) {
+            mutants_parsing += usize::from(fuzzing::nhrp(&m));
+            // The same mutant with its checksum repaired, to reach the structural checks.
+            let mut repaired = m;
+            if let Some(sel) = repaired.first_mut() {
+                *sel |= 1;
+            }
+            mutants_parsing += usize::from(fuzzing::nhrp(&repaired));
+            runs += 2;
+        }
+    }
+    assert!(runs > 1000, "only {runs} mutated inputs");
+    assert!(seeds_parsing >= 14, "only {seeds_parsing} seeds parse");
+    assert!(
+        mutants_parsing > 100,
+        "only {mutants_parsing} mutants parse"
+    );
+}
