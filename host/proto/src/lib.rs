@@ -10,6 +10,7 @@ pub mod flowcache;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gro;
+pub mod nhrp;
 pub mod peer;
 pub mod policy;
 pub mod prefix;
