@@ -8,7 +8,7 @@
 //! carries the Cisco/FRR NAT extension, the reply echoes it there (as FRR nhrpd does). This
 //! module only decides: it never sends, and it learns the time from its callers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::num::NonZeroU16;
 use std::time::Duration;
@@ -142,6 +142,9 @@ pub struct ServerCounters {
 pub struct RegistrationServer {
     config: ServerConfig,
     table: BTreeMap<(IpAddr, u8), Registration>,
+    /// The table's keys ordered by expiry, so expiring and the next timeout cost
+    /// O(log n) per entry instead of a pass over the table.
+    by_expiry: BTreeSet<(Duration, (IpAddr, u8))>,
     counters: ServerCounters,
 }
 
@@ -151,6 +154,7 @@ impl RegistrationServer {
         RegistrationServer {
             config,
             table: BTreeMap::new(),
+            by_expiry: BTreeSet::new(),
             counters: ServerCounters::default(),
         }
     }
@@ -187,24 +191,45 @@ impl RegistrationServer {
     }
 
     /// When the next entry expires: the caller must call [`RegistrationServer::expire`] then
-    /// (or pass a later `now` to a handler). Work: one pass over the table.
+    /// (or pass a later `now` to a handler). Work: O(log n).
     pub fn poll_timeout(&self) -> Option<Duration> {
-        self.table.values().map(|r| r.expires).min()
+        self.by_expiry.first().map(|(t, _)| *t)
     }
 
-    /// Removes and returns the entries whose expiry is at or before `now`.
+    /// Removes and returns the entries whose expiry is at or before `now`. Work: O(log n) per
+    /// expired entry.
     pub fn expire(&mut self, now: Duration) -> Vec<Registration> {
-        let stale: Vec<_> = self
-            .table
-            .iter()
-            .filter(|(_, r)| r.expires <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        self.counters.expired += stale.len() as u64;
-        stale
-            .into_iter()
-            .filter_map(|k| self.table.remove(&k))
-            .collect()
+        let mut out = Vec::new();
+        while let Some(&(t, k)) = self.by_expiry.first()
+            && t <= now
+        {
+            self.by_expiry.pop_first();
+            if let Some(r) = self.table.remove(&k) {
+                out.push(r);
+            }
+        }
+        self.counters.expired += out.len() as u64;
+        out
+    }
+
+    /// Inserts or replaces the entry under `k`, keeping the expiry index in step.
+    fn insert_entry(&mut self, k: (IpAddr, u8), r: Registration) {
+        self.by_expiry.insert((r.expires, k));
+        if let Some(old) = self.table.insert(k, r)
+            && self
+                .table
+                .get(&k)
+                .is_some_and(|new| new.expires != old.expires)
+        {
+            self.by_expiry.remove(&(old.expires, k));
+        }
+    }
+
+    /// Removes the entry under `k` and its expiry index record.
+    fn remove_entry(&mut self, k: &(IpAddr, u8)) -> Option<Registration> {
+        let r = self.table.remove(k)?;
+        self.by_expiry.remove(&(r.expires, *k));
+        Some(r)
     }
 
     /// Handles a Registration Request that arrived from underlay address `src_nbma` and
@@ -355,7 +380,7 @@ impl RegistrationServer {
             let nbma = cie.nbma.unwrap_or(claimed);
             match self.table.get(&k) {
                 Some(r) if r.nbma == nbma && r.nat_nbma.unwrap_or(r.nbma) == src_nbma => {
-                    if let Some(registration) = self.table.remove(&k) {
+                    if let Some(registration) = self.remove_entry(&k) {
                         self.counters.purged += 1;
                         changes.push(Change::Removed {
                             registration,
@@ -424,7 +449,7 @@ impl RegistrationServer {
                 Change::Added(new.clone())
             }
         };
-        self.table.insert(k, new);
+        self.insert_entry(k, new);
         Ok(change)
     }
 
