@@ -201,6 +201,26 @@ impl Daemon {
         )
     }
 
+    /// Kills the daemon with SIGKILL (a crash: no clean-up, no NHRP purge) and reaps it.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        let mut child = self
+            .child
+            .take()
+            .with_context(|| format!("daemon in {} already stopped", self.netns))?;
+        child.kill()?;
+        Ok(child.wait()?)
+    }
+
+    /// `mgre show nhrp --json`.
+    pub fn nhrp(&self) -> Result<Value> {
+        self.show("nhrp")
+    }
+
+    /// `mgre show nhs --json`.
+    pub fn nhs(&self) -> Result<Value> {
+        self.show("nhs")
+    }
+
     fn show(&self, what: &str) -> Result<Value> {
         let out = run(
             Command::new(mgre_bin())
@@ -312,3 +332,16 @@ const READY_POLL: Duration = Duration::from_millis(100);
 pub const PLUGIN_POLL: Duration = Duration::from_millis(50);
 /// Bytes of log quoted in failure messages.
 const LOG_TAIL: usize = 16 * 1024;
+
+/// `GET /metrics` from inside the current namespace (run it in the daemon's with
+/// [`crate::Netns::run`]), bounded in time.
+pub fn scrape(addr: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    anyhow::ensure!(body.starts_with("HTTP/1.1 200"), "metrics answered: {body}");
+    Ok(body)
+}

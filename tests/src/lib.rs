@@ -42,7 +42,9 @@ mod traffic;
 mod wasm;
 
 pub use cmd::{run, run_ok, wait_until};
-pub use daemon::{Daemon, PLUGIN_POLL, READY_TIMEOUT, STOP_TIMEOUT, counter, mgre_bin, mgre_check};
+pub use daemon::{
+    Daemon, PLUGIN_POLL, READY_TIMEOUT, STOP_TIMEOUT, counter, mgre_bin, mgre_check, scrape,
+};
 pub use names::{MAX_NETNS_NAME, MAX_TAG, Namer, TempDir};
 pub use netns::{Netns, join, netns_list};
 pub use observe::{GRE_UDP_PORT, MAX_CAPTURED, Observation, SETTLE, Tap, observe};
@@ -51,8 +53,8 @@ pub use plugins::{
 };
 pub use stream::{DELIVERY_SETTLE, DRAIN_TIMEOUT, StreamReport, udp_deliveries, udp_stream};
 pub use topology::{
-    Encap, LAN_V4_LEN, LAN_V6_LEN, MAX_SPOKES, METRICS_ADDR, SPOKE_ROUTES, Site, SiteAddrs, SiteId,
-    SpokeOptions, Topology, TopologyBuilder,
+    Encap, LAN_V4_LEN, LAN_V6_LEN, MAX_SPOKES, METRICS_ADDR, NhrpOptions, SPOKE_ROUTES, Site,
+    SiteAddrs, SiteId, SpokeOptions, Topology, TopologyBuilder,
 };
 pub use traffic::{
     CAPTURE_TIMEOUT, Digest, PacketSocket, TRANSFER_DEADLINE, ping, send_raw_gre, send_udp,

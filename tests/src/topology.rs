@@ -146,6 +146,28 @@ pub struct SpokeOptions {
     pub key: Option<u32>,
 }
 
+/// NHRP mode of a topology: the hub runs an NHS with no `[[peer]]` for the spokes, and each
+/// spoke is configured with nothing but the hub as its `[[nhrp.nhs]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NhrpOptions {
+    /// `holdtime` on every site (seconds).
+    pub holdtime: u16,
+    /// `secret` on every site.
+    pub secret: Option<String>,
+    /// The hub's `allowed-nbma`.
+    pub allowed_nbma: Vec<String>,
+}
+
+impl Default for NhrpOptions {
+    fn default() -> Self {
+        NhrpOptions {
+            holdtime: 30,
+            secret: None,
+            allowed_nbma: Vec::new(),
+        }
+    }
+}
+
 /// Options of a [`Topology`]; also renders configs without building anything.
 #[derive(Debug, Clone)]
 pub struct TopologyBuilder {
@@ -163,6 +185,10 @@ pub struct TopologyBuilder {
     plugins: Vec<(SiteId, PluginEntry)>,
     /// Raw TOML appended to a site's config.
     extra: Vec<(SiteId, String)>,
+    /// NHRP instead of static maps.
+    nhrp: Option<NhrpOptions>,
+    /// Spokes whose NHRP secret differs from the topology's.
+    nhrp_secrets: Vec<(usize, String)>,
 }
 
 impl TopologyBuilder {
@@ -246,6 +272,19 @@ impl TopologyBuilder {
         self
     }
 
+    /// Runs the topology with NHRP (see [`NhrpOptions`]) instead of static maps.
+    pub fn nhrp(mut self, options: NhrpOptions) -> Self {
+        self.nhrp = Some(options);
+        self
+    }
+
+    /// Gives spoke `k` its own NHRP `secret` (e.g. a wrong one).
+    pub fn nhrp_secret(mut self, k: usize, secret: &str) -> Self {
+        self.spoke_mut(k);
+        self.nhrp_secrets.push((k, secret.to_owned()));
+        self
+    }
+
     /// Appends raw TOML to site `id`'s config, after the peers and plugins.
     pub fn site_toml(mut self, id: SiteId, toml: &str) -> Self {
         self.extra.push((id, toml.to_owned()));
@@ -308,21 +347,79 @@ impl TopologyBuilder {
         if let Some(on) = self.offload {
             line(format!("offload = {on}"));
         }
-        match id {
-            SiteId::Hub => line("routes = []".into()),
-            SiteId::Spoke(_) => {
+        let nhrp = self.nhrp.as_ref();
+        match (id, nhrp) {
+            (SiteId::Hub, None) => line("routes = []".into()),
+            (SiteId::Hub, Some(_)) => line(format!(
+                "routes = {}",
+                list(&SPOKE_ROUTES.map(str::to_owned))
+            )),
+            (SiteId::Spoke(_), _) => {
                 line(format!(
                     "routes = {}",
                     list(&SPOKE_ROUTES.map(str::to_owned))
                 ));
-                line(format!("nhs = {}", quote("hub")));
+                if nhrp.is_none() {
+                    line(format!("nhs = {}", quote("hub")));
+                }
             }
         }
-        let peers: Vec<(SiteId, SpokeOptions)> = match id {
-            SiteId::Hub => (1..=self.spokes.len())
+        if let Some(n) = nhrp {
+            line(String::new());
+            line("[nhrp]".into());
+            line(format!("holdtime = {}", n.holdtime));
+            let secret = match id {
+                SiteId::Spoke(k) => self
+                    .nhrp_secrets
+                    .iter()
+                    .find(|(s, _)| *s == k)
+                    .map(|(_, secret)| secret.clone())
+                    .or_else(|| n.secret.clone()),
+                SiteId::Hub => n.secret.clone(),
+            };
+            if let Some(secret) = secret {
+                line(format!("secret = {}", quote(&secret)));
+            }
+            match id {
+                SiteId::Hub => {
+                    if !n.allowed_nbma.is_empty() {
+                        line(format!("allowed-nbma = {}", list(&n.allowed_nbma)));
+                    }
+                }
+                SiteId::Spoke(k) => {
+                    line(format!(
+                        "register = {}",
+                        list(&[
+                            format!("{}/{LAN_V4_LEN}", me.lan_v4),
+                            format!("{}/{LAN_V6_LEN}", me.lan_v6)
+                        ])
+                    ));
+                    let hub = SiteAddrs::of(SiteId::Hub);
+                    line(String::new());
+                    line("[[nhrp.nhs]]".into());
+                    line(format!("name = {}", quote("hub")));
+                    line(format!("nbma = {}", quote(&hub.nbma.to_string())));
+                    line(format!(
+                        "address = {}",
+                        list(&[hub.tunnel_v4.to_string(), hub.tunnel_v6.to_string()])
+                    ));
+                    line(format!(
+                        "encap = {}",
+                        quote(self.spokes[k - 1].encap.as_str())
+                    ));
+                }
+            }
+        }
+        let peers: Vec<(SiteId, SpokeOptions)> = match (id, nhrp) {
+            (SiteId::Hub, Some(_)) => Vec::new(),
+            (SiteId::Hub, None) => (1..=self.spokes.len())
                 .map(|k| (SiteId::Spoke(k), self.spokes[k - 1]))
                 .collect(),
-            SiteId::Spoke(k) => std::iter::once((SiteId::Hub, self.spokes[k - 1]))
+            (SiteId::Spoke(k), Some(_)) => self
+                .direct_partners(k)
+                .map(|other| (SiteId::Spoke(other), SpokeOptions::default()))
+                .collect(),
+            (SiteId::Spoke(k), None) => std::iter::once((SiteId::Hub, self.spokes[k - 1]))
                 .chain(self.direct_partners(k).map(|other| {
                     // Spoke to spoke: plain GRE and the topology-wide key on both ends.
                     (SiteId::Spoke(other), SpokeOptions::default())
@@ -428,6 +525,8 @@ impl Topology {
             direct: Vec::new(),
             plugins: Vec::new(),
             extra: Vec::new(),
+            nhrp: None,
+            nhrp_secrets: Vec::new(),
         }
     }
 
@@ -449,6 +548,13 @@ impl Topology {
         let site = self.site_mut(id);
         let mut daemon = site.daemon.take().context("daemon not running")?;
         daemon.stop()
+    }
+
+    /// Kills site `id`'s daemon with SIGKILL (a crash: nothing is cleaned up or withdrawn).
+    pub fn kill_site(&mut self, id: SiteId) -> Result<ExitStatus> {
+        let site = self.site_mut(id);
+        let mut daemon = site.daemon.take().context("daemon not running")?;
+        daemon.kill()
     }
 
     /// The hub.

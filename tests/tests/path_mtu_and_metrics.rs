@@ -2,12 +2,13 @@
 //! a bulk transfer, the hub's ICMP too-big errors when the egress spoke's path is smaller than
 //! the ingress one, and the Prometheus endpoint.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use mgre_e2e::{Encap, METRICS_ADDR, Site, Topology, counter, ping, tcp_transfer, wait_until};
+use mgre_e2e::{
+    Encap, METRICS_ADDR, Site, Topology, counter, ping, scrape, tcp_transfer, wait_until,
+};
 
 #[test]
 fn checksums_and_sequence_numbers_carry_a_bulk_transfer() -> Result<()> {
@@ -178,17 +179,6 @@ fn route_mtu(site: &Site, dst: IpAddr) -> Result<Option<u32>> {
         }
     }
     Ok(None)
-}
-
-/// `GET /metrics` from inside the current namespace, bounded in time.
-fn scrape(addr: &str) -> Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    ensure!(body.starts_with("HTTP/1.1 200"), "metrics answered: {body}");
-    Ok(body)
 }
 
 /// The value of the first sample of `family` whose labels contain `label`.

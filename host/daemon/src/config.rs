@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use mgre_proto::dataplane::OpenNhrp;
 use mgre_proto::{DataplaneConfig, Encap, Peer, PeerId, Prefix, Role};
 use serde::Deserialize;
 use toml::Spanned;
@@ -57,6 +58,10 @@ pub struct Config {
     pub nbma: IpAddr,
     /// GRE-in-UDP port.
     pub udp_port: u16,
+    /// The tunnel's GRE key (what NHRP messages and NHRP-learnt peers use).
+    pub gre_key: Option<u32>,
+    /// Whether the tunnel sends GRE checksums (ditto).
+    pub gre_checksum: bool,
     /// Dataplane worker threads (one TUN queue each).
     pub workers: usize,
     /// Whether any peer uses GRE-in-UDP.
@@ -67,6 +72,8 @@ pub struct Config {
     pub dataplane: DataplaneConfig,
     /// Policy plugins, when configured.
     pub plugins: Option<PluginsConfig>,
+    /// Dynamic endpoint discovery, when configured.
+    pub nhrp: Option<NhrpConfig>,
 }
 
 impl Config {
@@ -215,9 +222,97 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
             encap: p.encap,
             key: p.key.or(t.key),
             checksum: p.checksum.unwrap_or(t.checksum),
-            sequence: p.sequence.unwrap_or(t.sequence),
+            sequence: p.sequence.unwrap_or(*t.sequence.get_ref()),
+            udp_port: None,
         });
     }
+
+    let mut nhs_peers = Vec::new();
+    if let Some(n) = &raw.nhrp
+        && t.role == Role::Spoke
+    {
+        if let Some(s) = &t.nhs {
+            return Err(err(
+                s.span(),
+                "tunnel.nhs",
+                "with [nhrp], the NHS are the [[nhrp.nhs]] entries; remove `tunnel.nhs`".into(),
+            ));
+        }
+        for (i, nhs) in n.nhs.iter().enumerate() {
+            let key = |field: &str| format!("nhrp.nhs[{i}].{field}");
+            let pname = nhs.peer_name(i);
+            if pname.is_empty() || peers.iter().any(|q| q.name == pname) {
+                let span = nhs.name.as_ref().map_or(nhs.nbma.span(), Spanned::span);
+                return Err(err(
+                    span,
+                    &key("name"),
+                    format!("duplicate or empty peer name `{pname}`"),
+                ));
+            }
+            let nnbma = *nhs.nbma.get_ref();
+            if nnbma.is_ipv4() != nbma.is_ipv4() {
+                return Err(err(
+                    nhs.nbma.span(),
+                    &key("nbma"),
+                    format!(
+                        "NHS underlay address {nnbma} is not of the family of tunnel.nbma {nbma}"
+                    ),
+                ));
+            }
+            if nnbma == nbma || peers.iter().any(|q| q.nbma == nnbma) {
+                return Err(err(
+                    nhs.nbma.span(),
+                    &key("nbma"),
+                    format!("underlay address {nnbma} is already used"),
+                ));
+            }
+            let id = peers.len() as PeerId;
+            for (j, a) in nhs.address.iter().enumerate() {
+                let addr = *a.get_ref();
+                if nhs.address[..j]
+                    .iter()
+                    .any(|b| b.get_ref().is_ipv4() == addr.is_ipv4())
+                {
+                    return Err(err(
+                        a.span(),
+                        &format!("nhrp.nhs[{i}].address[{j}]"),
+                        "at most one overlay address per family".into(),
+                    ));
+                }
+                let host = Prefix::new(addr, if addr.is_ipv4() { 32 } else { 128 })
+                    .expect("host prefix of a valid address");
+                map.push((host, id));
+                routes.push(host);
+            }
+            peers.push(Peer {
+                name: pname,
+                nbma: nnbma,
+                encap: nhs.encap,
+                key: t.key,
+                checksum: t.checksum,
+                sequence: false,
+                udp_port: None,
+            });
+            nhs_peers.push(id);
+        }
+    }
+    let nhrp = match raw.nhrp {
+        None => None,
+        Some(n) => {
+            if *t.sequence.get_ref() {
+                return Err(err(
+                    t.sequence.span(),
+                    "tunnel.sequence",
+                    "GRE sequence numbers cannot be used with [nhrp]: peers learnt at run time \
+                     start with no sequence state"
+                        .into(),
+                ));
+            }
+            let families = (ipv4.is_some(), !ipv6.is_empty());
+            let c = nhrp::validate(n, t.role == Role::Hub, nbma, families, &nhs_peers, err)?;
+            Some(c)
+        }
+    };
 
     if workers > 1
         && let Some(p) = peers.iter().find(|p| p.sequence)
@@ -234,6 +329,11 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
     }
 
     let nhs = match (&t.nhs, t.role) {
+        (None, Role::Spoke) if nhrp.is_some() => nhrp
+            .iter()
+            .flat_map(|n| &n.nhs)
+            .min_by_key(|n| n.priority)
+            .map(|n| n.peer),
         (None, _) => None,
         (Some(n), Role::Hub) => {
             return Err(err(
@@ -289,7 +389,15 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
         MssClamp::Enabled(true) => Some((tun_mtu - 40, tun_mtu - 60)),
         MssClamp::Value(v) => Some((v, v)),
     };
-    let udp_needed = peers.iter().any(|p| p.encap == Encap::GreUdp);
+    let nhs_server = t.role == Role::Hub && nhrp.is_some();
+    // A hub learns each spoke's encapsulation from its registrations, so it listens for both.
+    let udp_needed = nhs_server || peers.iter().any(|p| p.encap == Encap::GreUdp);
+    let families = usize::from(ipv4.is_some()) + usize::from(!ipv6.is_empty());
+    let peer_capacity = peers.len()
+        + match (&nhrp, nhs_server) {
+            (Some(n), true) => n.max_entries * families.max(1),
+            _ => 0,
+        };
     routes.sort_by_key(|p| (p.addr().is_ipv6(), p.addr(), p.len()));
     routes.dedup();
 
@@ -308,6 +416,8 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
         workers,
         nbma,
         udp_port: t.udp_port,
+        gre_key: t.key,
+        gre_checksum: t.checksum,
         udp_needed,
         routes,
         dataplane: DataplaneConfig {
@@ -320,8 +430,11 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
             underlay_mtu,
             tun_mtu,
             mss_clamp,
+            open_nhrp: nhs_server.then_some(OpenNhrp { key: t.key }),
+            peer_capacity,
         },
         plugins,
+        nhrp,
     })
 }
 
@@ -346,6 +459,7 @@ struct RawConfig {
     plugins: Option<plugins::RawPlugins>,
     #[serde(default)]
     plugin: Vec<plugins::RawPlugin>,
+    nhrp: Option<nhrp::RawNhrp>,
 }
 
 #[derive(Deserialize)]
@@ -373,8 +487,8 @@ struct RawTunnel {
     key: Option<u32>,
     #[serde(default)]
     checksum: bool,
-    #[serde(default)]
-    sequence: bool,
+    #[serde(default = "default_off")]
+    sequence: Spanned<bool>,
     #[serde(default)]
     mss_clamp: MssClamp,
     #[serde(default)]
@@ -417,7 +531,7 @@ impl Default for MssClamp {
 /// A prefix written as `a.b.c.d/n` or `x::/n`; a bare address means a host route.
 #[derive(Deserialize, Clone, Copy)]
 #[serde(try_from = "String")]
-struct PrefixStr(Prefix);
+struct PrefixStr(pub(crate) Prefix);
 
 impl TryFrom<String> for PrefixStr {
     type Error = String;
@@ -457,6 +571,9 @@ fn default_underlay_mtu() -> u16 {
 }
 fn default_udp_port() -> u16 {
     GRE_UDP_PORT
+}
+fn default_off() -> Spanned<bool> {
+    Spanned::new(0..0, false)
 }
 fn default_offload() -> bool {
     true
@@ -501,8 +618,10 @@ mod encap {
     }
 }
 
+mod nhrp;
 mod plugins;
 #[cfg(test)]
 mod tests;
 
+pub use nhrp::NhrpConfig;
 pub use plugins::{Failure, Hook, PluginsConfig};

@@ -1,5 +1,5 @@
 //! The control socket: a unix stream socket answering one request per connection with JSON.
-//! Requests are one line: `stats` or `peers`. The server side runs on the daemon's tokio
+//! Requests are one line: `stats`, `peers`, `plugins`, `nhrp`, `nhs` or `reload`. The server side runs on the daemon's tokio
 //! runtime; the client side (`mgre show`) is plain blocking std I/O.
 
 use std::io::{Read, Write};
@@ -38,6 +38,24 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
                     Some(m) => crate::plugins::status(&m.current()),
                     None => serde_json::json!({ "generation": 0, "plugins": [] }),
                 }),
+                "nhrp" | "nhs" => {
+                    let v = match &shared.nhrp {
+                        None => serde_json::json!({ "error": "NHRP is not configured ([nhrp])" }),
+                        Some(state) => {
+                            let st = state.lock().unwrap_or_else(|p| p.into_inner());
+                            if line.trim() == "nhrp" {
+                                crate::nhrp::view::cache(
+                                    &st,
+                                    &shared.dataplane.load(),
+                                    shared.static_peers,
+                                )
+                            } else {
+                                crate::nhrp::view::nhs(&st)
+                            }
+                        }
+                    };
+                    serde_json::to_string(&v)
+                }
                 "reload" => {
                     let shared = shared.clone();
                     let done = tokio::task::spawn_blocking(move || reload(&shared)).await;

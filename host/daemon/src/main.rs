@@ -7,6 +7,7 @@ mod alloc_count;
 mod config;
 mod control;
 mod metrics;
+mod nhrp;
 mod plugins;
 mod policy;
 mod routes;
@@ -69,6 +70,11 @@ enum ShowWhat {
     Stats(ShowOpts),
     /// Policy plugins: hooks, generation, content hash, calls, cost, faults, state.
     Plugins(ShowOpts),
+    /// The NHRP cache: overlay prefix, underlay address, type (static/dynamic), expiry,
+    /// flags; and the NHRP counters.
+    Nhrp(ShowOpts),
+    /// A spoke's Next Hop Servers: registration state, priority, NAT, counters.
+    Nhs(ShowOpts),
 }
 
 /// Which daemon to ask and how to print.
@@ -116,8 +122,14 @@ fn check(file: &std::path::Path) -> ExitCode {
         }
     }
     let plugins = c.plugins.as_ref().map_or(0, |p| p.plugins.len());
+    let nhrp = match (&c.nhrp, c.dataplane.role) {
+        (None, _) => "",
+        (Some(_), mgre_proto::Role::Hub) => ", NHRP server",
+        (Some(n), mgre_proto::Role::Spoke) if n.nhs.len() == 1 => ", NHRP client of 1 NHS",
+        (Some(_), mgre_proto::Role::Spoke) => ", NHRP client",
+    };
     println!(
-        "{}: ok ({} peers, {} routes, tunnel MTU {}, {plugins} plugins)",
+        "{}: ok ({} peers, {} routes, tunnel MTU {}, {plugins} plugins{nhrp})",
         file.display(),
         c.dataplane.peers.len(),
         c.routes.len(),

@@ -184,8 +184,148 @@ impl Collector for TunnelCollector {
         if let Some(m) = &self.0.plugins {
             encode_plugins(&mut enc, &m.current())?;
         }
+        if let Some(n) = &self.0.nhrp {
+            let st = n.lock().unwrap_or_else(|p| p.into_inner());
+            encode_nhrp(&mut enc, tun, &st)?;
+        }
         Ok(())
     }
+}
+
+/// NHRP metrics: messages, a hub's registrations by result and table size, a spoke's
+/// registration state and counters per NHS.
+fn encode_nhrp(
+    enc: &mut DescriptorEncoder,
+    tun: &str,
+    st: &crate::nhrp::NhrpState,
+) -> Result<(), std::fmt::Error> {
+    let c = &st.counters;
+    let mut fam = enc.encode_descriptor(
+        "nhrp_messages",
+        "NHRP messages handled by the control path, by outcome",
+        None,
+        MetricType::Counter,
+    )?;
+    for (kind, v) in [
+        ("received", c.received),
+        ("malformed", c.malformed),
+        ("unsupported", c.unsupported),
+        ("sent", c.sent),
+        ("send-error", c.send_errors),
+    ] {
+        ConstCounter::new(v).encode(fam.encode_family(&[("tunnel", tun), ("kind", kind)])?)?;
+    }
+    match &st.node {
+        crate::nhrp::Node::Hub { servers, peers } => {
+            let h = crate::nhrp::view::hub_counters(st).unwrap_or_default();
+            let mut fam = enc.encode_descriptor(
+                "nhrp_registrations",
+                "Registration Request entries a hub handled, by result",
+                None,
+                MetricType::Counter,
+            )?;
+            for (result, v) in [
+                ("added", h.added),
+                ("refreshed", h.refreshed),
+                ("replaced", h.replaced),
+                ("nak-authentication", h.nak_authentication),
+                ("nak-prohibited-nbma", h.nak_prohibited_nbma),
+                ("nak-insufficient-resources", h.nak_insufficient_resources),
+                ("nak-unique", h.nak_unique),
+            ] {
+                ConstCounter::new(v)
+                    .encode(fam.encode_family(&[("tunnel", tun), ("result", result)])?)?;
+            }
+            let mut fam = enc.encode_descriptor(
+                "nhrp_removals",
+                "Registered entries removed, by cause",
+                None,
+                MetricType::Counter,
+            )?;
+            for (cause, v) in [("expired", h.expired), ("purged", h.purged)] {
+                ConstCounter::new(v)
+                    .encode(fam.encode_family(&[("tunnel", tun), ("cause", cause)])?)?;
+            }
+            let entries: usize = servers.iter().map(|s| s.len()).sum();
+            for (name, help, v) in [
+                ("nhrp_entries", "Registered overlay prefixes", entries),
+                (
+                    "nhrp_spokes",
+                    "Spokes (underlay addresses) with a registration",
+                    peers.len(),
+                ),
+            ] {
+                let mut fam = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                ConstGauge::new(v as i64).encode(fam.encode_family(&[("tunnel", tun)])?)?;
+            }
+        }
+        crate::nhrp::Node::Spoke { clients, .. } => {
+            let statuses: Vec<_> = clients
+                .iter()
+                .flat_map(|c| {
+                    let fam = if c.config().protocol_address.is_ipv4() {
+                        "ipv4"
+                    } else {
+                        "ipv6"
+                    };
+                    c.statuses().map(move |s| (fam, s.nbma.to_string(), s))
+                })
+                .collect();
+            let mut fam = enc.encode_descriptor(
+                "nhrp_nhs_registered",
+                "1 while registered with the NHS",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (family, nhs, s) in &statuses {
+                let on = matches!(s.state, mgre_proto::nhrp::NhsState::Registered { .. });
+                ConstGauge::new(i64::from(on)).encode(fam.encode_family(&[
+                    ("tunnel", tun),
+                    ("nhs", nhs.as_str()),
+                    ("family", family),
+                ])?)?;
+            }
+            let mut fam = enc.encode_descriptor(
+                "nhrp_nhs_replies",
+                "Registration Replies from the NHS, by result",
+                None,
+                MetricType::Counter,
+            )?;
+            for (family, nhs, s) in &statuses {
+                for (result, v) in [
+                    ("success", s.counters.registrations),
+                    ("nak", s.counters.naks),
+                ] {
+                    ConstCounter::new(v).encode(fam.encode_family(&[
+                        ("tunnel", tun),
+                        ("nhs", nhs.as_str()),
+                        ("family", family),
+                        ("result", result),
+                    ])?)?;
+                }
+            }
+            let mut fam = enc.encode_descriptor(
+                "nhrp_nhs_requests",
+                "Registration Requests sent to the NHS (new IDs and retransmissions)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (family, nhs, s) in &statuses {
+                for (kind, v) in [
+                    ("new", s.counters.requests),
+                    ("retransmission", s.counters.retransmissions),
+                ] {
+                    ConstCounter::new(v).encode(fam.encode_family(&[
+                        ("tunnel", tun),
+                        ("nhs", nhs.as_str()),
+                        ("family", family),
+                        ("kind", kind),
+                    ])?)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A per-plugin counter family: name, help text and which statistic it reads.

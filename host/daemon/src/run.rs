@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use mgre_io::{GreSocket, Tun, UdpSockets};
 use mgre_proto::{Dataplane, WorkerStats};
 use tracing_subscriber::EnvFilter;
@@ -42,10 +43,19 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     }
     crate::routes::install(&tun_name, &cfg.routes)?;
 
-    let dp = Arc::new(Dataplane::new(cfg.dataplane.clone()));
+    let dp = Arc::new(ArcSwap::from_pointee(Dataplane::new(cfg.dataplane.clone())));
+    let peer_slots = cfg.dataplane.peer_capacity.max(cfg.dataplane.peers.len());
     let stop = Arc::new(AtomicBool::new(false));
     let mut stats = Vec::with_capacity(cfg.workers);
     let mut handles = Vec::with_capacity(cfg.workers);
+    let (control_tx, control_rx) = match cfg.nhrp {
+        Some(_) => {
+            let (tx, rx) = std::sync::mpsc::sync_channel(crate::nhrp::QUEUE);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
+    let mut control_sockets = None;
     let outer_header = if cfg.nbma.is_ipv4() { 20 } else { 40 } + 8;
     for (id, queue) in tun.take_queues().into_iter().enumerate() {
         let gre = GreSocket::bind_shard(cfg.nbma, SOCKET_BUFFER, id as u32, cfg.workers as u32)
@@ -63,10 +73,15 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         } else {
             None
         };
-        let worker_stats = Arc::new(WorkerStats::new(dp.peers().len()));
+        if id == 0 && control_tx.is_some() {
+            let udp = udp.as_ref().map(UdpSockets::listener_clone).transpose()?;
+            control_sockets = Some((gre.try_clone()?, udp));
+        }
+        let worker_stats = Arc::new(WorkerStats::new(peer_slots));
         stats.push(worker_stats.clone());
         let worker = Worker {
             dp: dp.clone(),
+            control: control_tx.clone(),
             stats: worker_stats,
             tun: queue,
             gre,
@@ -82,8 +97,29 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
                 .spawn(move || worker.run())?,
         );
     }
+    drop(control_tx);
+    let (nhrp, control) = match (control_rx, control_sockets) {
+        (Some(rx), Some((gre, udp))) => {
+            let (control, state) = crate::nhrp::Control::new(
+                &cfg,
+                rx,
+                gre,
+                udp,
+                dp.clone(),
+                stats.clone(),
+                stop.clone(),
+            )?;
+            let handle = std::thread::Builder::new()
+                .name("mgre-nhrp".into())
+                .spawn(move || control.run())?;
+            (Some(state), Some(handle))
+        }
+        _ => (None, None),
+    };
     let shared = Arc::new(Shared {
         dataplane: dp.clone(),
+        static_peers: cfg.dataplane.peers.len(),
+        nhrp,
         workers: stats,
         tun_name: tun_name.clone(),
         config_file: path.to_owned(),
@@ -93,13 +129,18 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 
     tracing::info!(
         tunnel = %tun_name, role = ?cfg.dataplane.role, nbma = %cfg.nbma, mtu = cfg.tun.mtu,
-        peers = dp.peers().len(), routes = cfg.routes.len(), workers = cfg.workers,
+        peers = cfg.dataplane.peers.len(), routes = cfg.routes.len(), workers = cfg.workers,
+        nhrp = cfg.nhrp.is_some(),
         offload = tun.offload(), udp_offload = tun.udp_offload(), "mgre running"
     );
     let served = serve_until_signal(&cfg, listener, shared, &handles);
 
     stop.store(true, Ordering::Relaxed);
     for h in handles {
+        let _ = h.join();
+    }
+    // After the workers: a spoke's control thread purges its registrations on the way out.
+    if let Some(h) = control {
         let _ = h.join();
     }
     if let Err(e) = crate::routes::remove(&tun_name, &cfg.routes) {

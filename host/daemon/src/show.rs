@@ -14,6 +14,8 @@ pub fn show(what: ShowWhat) -> anyhow::Result<()> {
         ShowWhat::Peers(o) => ("peers", o),
         ShowWhat::Stats(o) => ("stats", o),
         ShowWhat::Plugins(o) => ("plugins", o),
+        ShowWhat::Nhrp(o) => ("nhrp", o),
+        ShowWhat::Nhs(o) => ("nhs", o),
     };
     let socket = socket_path(&opts.locate)?;
     let v = crate::control::request(&socket, request)?;
@@ -25,6 +27,8 @@ pub fn show(what: ShowWhat) -> anyhow::Result<()> {
         ShowWhat::Peers(_) => print_peers(&v),
         ShowWhat::Stats(_) => print_stats(&v),
         ShowWhat::Plugins(_) => print_plugins(&v),
+        ShowWhat::Nhrp(_) => print_nhrp(&v),
+        ShowWhat::Nhs(_) => print_nhs(&v),
     }
     Ok(())
 }
@@ -50,6 +54,85 @@ fn socket_path(locate: &Locate) -> anyhow::Result<PathBuf> {
         .as_ref()
         .context("--config or --socket is required")?;
     Ok(Config::load(file)?.socket)
+}
+
+fn print_nhrp(v: &Value) {
+    println!(
+        "{:<28} {:<18} {:<18} {:<8} {:>8} {:<12} PEER",
+        "PROTOCOL", "NBMA", "UNDERLAY", "TYPE", "EXPIRES", "FLAGS"
+    );
+    for e in v["entries"].as_array().into_iter().flatten() {
+        let flags: Vec<&str> = e["flags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let expires = e["expires_in"]
+            .as_u64()
+            .map_or("never".to_owned(), |s| format!("{s}s"));
+        println!(
+            "{:<28} {:<18} {:<18} {:<8} {:>8} {:<12} {}",
+            e["protocol"].as_str().unwrap_or("?"),
+            e["nbma"].as_str().unwrap_or("?"),
+            e["underlay"].as_str().unwrap_or("?"),
+            e["type"].as_str().unwrap_or("?"),
+            expires,
+            if flags.is_empty() {
+                "-".to_owned()
+            } else {
+                flags.join(",")
+            },
+            e["peer"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(c) = v["counters"].as_object() {
+        let line: Vec<String> = c.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        println!(
+            "\n{} counters: {}",
+            v["role"].as_str().unwrap_or("?"),
+            line.join(" ")
+        );
+    }
+}
+
+fn print_nhs(v: &Value) {
+    println!(
+        "{:<5} {:<18} {:>4} {:<12} {:<6} {:>8} {:<16} {:>8} {:>8} {:>6} {:>5}",
+        "FAM",
+        "NHS",
+        "PRIO",
+        "STATE",
+        "ACTIVE",
+        "EXPIRES",
+        "NAT",
+        "REQUESTS",
+        "RETRIES",
+        "NAKS",
+        "LOST"
+    );
+    for s in v["servers"].as_array().into_iter().flatten() {
+        println!(
+            "{:<5} {:<18} {:>4} {:<12} {:<6} {:>8} {:<16} {:>8} {:>8} {:>6} {:>5}",
+            s["family"].as_str().unwrap_or("?"),
+            s["nbma"].as_str().unwrap_or("?"),
+            num(&s["priority"]),
+            s["state"].as_str().unwrap_or("?"),
+            if s["active"].as_bool() == Some(true) {
+                "*"
+            } else {
+                ""
+            },
+            s["expires_in"]
+                .as_u64()
+                .map_or("-".to_owned(), |e| format!("{e}s")),
+            s["nat_nbma"].as_str().unwrap_or("-"),
+            num(&s["requests"]),
+            num(&s["retransmissions"]),
+            num(&s["naks"]),
+            num(&s["lost"]),
+        );
+    }
 }
 
 fn print_peers(v: &Value) {

@@ -9,8 +9,12 @@ use serde::Serialize;
 
 /// What the control socket and the metrics endpoint read.
 pub struct Shared {
-    /// The forwarding state.
-    pub dataplane: Arc<Dataplane>,
+    /// The forwarding state (republished as NHRP learns peers).
+    pub dataplane: Arc<arc_swap::ArcSwap<Dataplane>>,
+    /// Number of configured peers (the rest are learnt through NHRP).
+    pub static_peers: usize,
+    /// NHRP state, when configured.
+    pub nhrp: Option<Arc<std::sync::Mutex<crate::nhrp::NhrpState>>>,
     /// One counter set per dataplane worker.
     pub workers: Vec<Arc<WorkerStats>>,
     /// TUN interface name.
@@ -155,16 +159,33 @@ impl Shared {
         }
     }
 
-    /// The peer table with per-peer counters.
+    /// The peer table with per-peer counters (vacant slots of departed NHRP peers left out).
     pub fn peers(&self) -> Vec<PeerRow> {
-        let dp = &self.dataplane;
+        let dp = self.dataplane.load();
+        let nhrp = self
+            .nhrp
+            .as_ref()
+            .map(|n| n.lock().unwrap_or_else(|p| p.into_inner()));
         dp.peers()
             .iter()
             .enumerate()
+            .filter(|(_, p)| !p.is_vacant())
             .map(|(i, p)| {
                 let id = i as u32;
+                let (brp, brb, btp, btb) = match nhrp.as_deref().map(|n| &n.node) {
+                    Some(crate::nhrp::Node::Hub { peers, .. }) => peers.baseline(id),
+                    _ => (0, 0, 0, 0),
+                };
                 let rx = self.sum_peer(id, true);
                 let tx = self.sum_peer(id, false);
+                let rx = Count {
+                    packets: rx.packets.saturating_sub(brp),
+                    bytes: rx.bytes.saturating_sub(brb),
+                };
+                let tx = Count {
+                    packets: tx.packets.saturating_sub(btp),
+                    bytes: tx.bytes.saturating_sub(btb),
+                };
                 PeerRow {
                     name: p.name.clone(),
                     nbma: p.nbma.to_string(),

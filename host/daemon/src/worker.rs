@@ -12,6 +12,9 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+
+use arc_swap::ArcSwap;
 
 use mgre_io::{
     FrameBatch, GreSocket, MAX_SEGMENTS, SendQueue, TunQueue, TunRead, TunRx, TunTx, UdpSockets,
@@ -19,9 +22,10 @@ use mgre_io::{
 use mgre_plugin::PluginManager;
 use mgre_proto::dataplane::HEADROOM;
 use mgre_proto::{
-    Dataplane, DropReason, Encap, Inspected, Policy, Step, Verdict, WorkerState, WorkerStats,
+    Dataplane, DropReason, Encap, Inspected, Peer, Policy, Step, Verdict, WorkerState, WorkerStats,
 };
 
+use crate::nhrp::Inbound;
 use crate::policy::PolicyStage;
 
 /// Frames per batch: room for a couple of TUN super-packets' segments.
@@ -35,8 +39,10 @@ const POLL_MS: i32 = 100;
 
 /// Everything one worker owns or shares.
 pub struct Worker {
-    /// Forwarding state.
-    pub dp: Arc<Dataplane>,
+    /// Forwarding state, republished when NHRP changes the peers; read once per wakeup.
+    pub dp: Arc<ArcSwap<Dataplane>>,
+    /// Where NHRP messages go (the control thread), when NHRP is configured.
+    pub control: Option<SyncSender<Inbound>>,
     /// This worker's counters (it is their only writer).
     pub stats: Arc<WorkerStats>,
     /// This worker's TUN queue.
@@ -88,6 +94,8 @@ impl Lane {
 
 /// The worker thread's own mutable state.
 struct Local {
+    /// The dataplane snapshot this wakeup works with.
+    dp: Arc<Dataplane>,
     ws: WorkerState,
     lane: Lane,
     queue: SendQueue,
@@ -101,8 +109,10 @@ struct Local {
 impl Worker {
     /// Runs until the stop flag is set.
     pub fn run(self) {
+        let dp = self.dp.load_full();
         let mut l = Local {
-            ws: WorkerState::new(&self.dp),
+            ws: WorkerState::new(&dp),
+            dp,
             lane: Lane::new(),
             queue: SendQueue::new(BATCH),
             policy: self.plugins.clone().map(|m| PolicyStage::new(m, BATCH)),
@@ -131,9 +141,14 @@ impl Worker {
                 .set(crate::alloc_count::thread_allocations() - base);
             // SAFETY: `fds` is a live, correctly sized array of pollfd.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
-            // Pick up a newly published plugin generation before the batch that follows.
+            // Pick up a newly published plugin generation and dataplane snapshot before the
+            // batch that follows.
             if let Some(p) = &mut l.policy {
                 p.refresh();
+            }
+            let current = self.dp.load();
+            if !Arc::ptr_eq(&current, &l.dp) {
+                l.dp = arc_swap::Guard::into_inner(current);
             }
             if r <= 0 {
                 continue;
@@ -167,12 +182,8 @@ impl Worker {
                         }
                         for i in n..n + k {
                             let len = l.lane.batch.len(i);
-                            let step = self.dp.inspect_tun(
-                                &self.stats,
-                                l.lane.batch.frame(i),
-                                HEADROOM,
-                                len,
-                            );
+                            let step =
+                                l.dp.inspect_tun(&self.stats, l.lane.batch.frame(i), HEADROOM, len);
                             l.lane.set_step(i, step);
                         }
                         n += k;
@@ -203,6 +214,11 @@ impl Worker {
 
     /// Receives datagrams straight into the batch (raw GRE, or UDP without GRO).
     fn drain_underlay(&self, l: &mut Local, fd: RawFd, ip_header: bool) {
+        let encap = if ip_header || fd == self.gre.as_raw_fd() {
+            Encap::Gre
+        } else {
+            Encap::GreUdp
+        };
         for _ in 0..ROUNDS_PER_WAKEUP {
             let n = match l.lane.batch.recv_from(fd) {
                 Ok(n) => n,
@@ -214,15 +230,19 @@ impl Worker {
             for i in 0..n {
                 let len = l.lane.batch.len(i);
                 let step = match l.lane.batch.source(i) {
-                    Some(src) => self.dp.inspect_underlay(
-                        &mut l.ws,
-                        &self.stats,
-                        l.lane.batch.frame(i),
-                        HEADROOM,
-                        len,
-                        mgre_io::batch::source_ip(src),
-                        ip_header,
-                    ),
+                    Some(src) => {
+                        let step = l.dp.inspect_underlay(
+                            &mut l.ws,
+                            &self.stats,
+                            l.lane.batch.frame(i),
+                            HEADROOM,
+                            len,
+                            mgre_io::batch::source_ip(src),
+                            ip_header,
+                        );
+                        self.to_control(&step, l.lane.batch.frame(i), src, encap);
+                        step
+                    }
                     None => {
                         self.stats.count_drop(DropReason::UnknownPeer);
                         Step::Done(Verdict::Drop(DropReason::UnknownPeer))
@@ -257,7 +277,7 @@ impl Worker {
             for j in 0..m {
                 let len = gro.len(j);
                 let data = &gro.frame(j)[..len];
-                let src = gro.source(j).map(mgre_io::batch::source_ip);
+                let src = gro.source(j);
                 let segment = gro.segment_size(j).unwrap_or(len).max(1);
                 if segment < len {
                     self.stats.udp_gro_trains.add(1);
@@ -271,15 +291,19 @@ impl Worker {
                     frame[HEADROOM..HEADROOM + datagram.len()].copy_from_slice(datagram);
                     l.lane.batch.set_len(n, datagram.len());
                     let step = match src {
-                        Some(src) => self.dp.inspect_underlay(
-                            &mut l.ws,
-                            &self.stats,
-                            l.lane.batch.frame(n),
-                            HEADROOM,
-                            datagram.len(),
-                            src,
-                            false,
-                        ),
+                        Some(src) => {
+                            let step = l.dp.inspect_underlay(
+                                &mut l.ws,
+                                &self.stats,
+                                l.lane.batch.frame(n),
+                                HEADROOM,
+                                datagram.len(),
+                                mgre_io::batch::source_ip(src),
+                                false,
+                            );
+                            self.to_control(&step, l.lane.batch.frame(n), src, Encap::GreUdp);
+                            step
+                        }
                         None => {
                             self.stats.count_drop(DropReason::UnknownPeer);
                             Step::Done(Verdict::Drop(DropReason::UnknownPeer))
@@ -311,7 +335,7 @@ impl Worker {
         let lane = &mut l.lane;
         match &mut l.policy {
             Some(stage) => stage.decide(
-                &self.dp,
+                &l.dp,
                 &lane.batch,
                 &lane.inspected[..n],
                 &mut lane.policies[..n],
@@ -322,8 +346,7 @@ impl Worker {
             if let Some(p) = lane.inspected[i] {
                 let frame = lane.batch.frame_mut(i);
                 lane.verdicts[i] =
-                    self.dp
-                        .forward(&mut l.ws, &self.stats, frame, &p, &lane.policies[i]);
+                    l.dp.forward(&mut l.ws, &self.stats, frame, &p, &lane.policies[i]);
             }
         }
     }
@@ -343,16 +366,12 @@ impl Worker {
                         self.stats.count_drop(DropReason::TxError);
                     }
                 }
-                Verdict::Control { .. } => {
-                    // The NHRP control path is not implemented yet: count and drop.
-                    self.stats.nhrp.add(1);
-                    self.stats.count_drop(DropReason::NhrpUnhandled);
-                }
-                Verdict::Underlay { peer, .. } => match self.dp.peers()[peer as usize].encap {
+                // Handed to the control path when inspected.
+                Verdict::Control { .. } | Verdict::Drop(_) => {}
+                Verdict::Underlay { peer, .. } => match l.dp.peers()[peer as usize].encap {
                     Encap::Gre => any_gre = true,
                     Encap::GreUdp => any_udp = true,
                 },
-                Verdict::Drop(_) => {}
             }
         }
         if !l.tun_tx.is_empty()
@@ -362,23 +381,61 @@ impl Worker {
             self.stats.count_drop(DropReason::TxError);
         }
         let lane = &l.lane;
+        let peers = l.dp.peers();
         if any_gre {
-            let pick = |encap, _| encap == Encap::Gre;
-            self.send(&mut l.queue, self.gre.as_raw_fd(), lane, n, pick, 0, None);
+            let pick = |p: &Peer, _| p.encap == Encap::Gre;
+            self.send(
+                &mut l.queue,
+                self.gre.as_raw_fd(),
+                lane,
+                n,
+                peers,
+                pick,
+                None,
+            );
         }
         if any_udp && let Some(udp) = &self.udp {
             let slots = udp.pool_len();
             let gso = Some(self.udp_max_payload);
             for slot in 0..slots {
-                let pick =
-                    |encap, flow: u32| encap == Encap::GreUdp && flow as usize % slots == slot;
+                let pick = |p: &Peer, flow: u32| {
+                    p.encap == Encap::GreUdp
+                        && p.udp_port.is_none()
+                        && flow as usize % slots == slot
+                };
                 let fd = udp.send_fd(slot);
-                self.send(&mut l.queue, fd, lane, n, pick, self.udp_port, gso);
+                self.send(&mut l.queue, fd, lane, n, peers, pick, gso);
             }
+            // Peers behind NAT: from the well-known port, to the port their NAT mapped.
+            let pick = |p: &Peer, _| p.encap == Encap::GreUdp && p.udp_port.is_some();
+            self.send(&mut l.queue, udp.listen_fd(), lane, n, peers, pick, gso);
         }
     }
 
-    /// Sends the underlay verdicts selected by `pick(encap, flow)` on `fd`.
+    /// Hands an NHRP message the core routed to the control path over to the control thread
+    /// (a copy: NHRP is rare and off the fast path). Counted as `nhrp`; when nothing takes
+    /// it (no NHRP configured, or the control thread's queue is full) also as the drop
+    /// `nhrp-unhandled`.
+    fn to_control(&self, step: &Step, frame: &[u8], from: SocketAddr, encap: Encap) {
+        let Step::Done(Verdict::Control { start, len, .. }) = *step else {
+            return;
+        };
+        self.stats.nhrp.add(1);
+        let message = Inbound {
+            message: frame[start..start + len].to_vec(),
+            from,
+            encap,
+        };
+        if self
+            .control
+            .as_ref()
+            .is_none_or(|c| c.try_send(message).is_err())
+        {
+            self.stats.count_drop(DropReason::NhrpUnhandled);
+        }
+    }
+
+    /// Sends the underlay verdicts selected by `pick(peer, flow)` on `fd`.
     #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
@@ -386,11 +443,10 @@ impl Worker {
         fd: RawFd,
         lane: &Lane,
         n: usize,
-        pick: impl Fn(Encap, u32) -> bool,
-        port: u16,
+        peers: &[Peer],
+        pick: impl Fn(&Peer, u32) -> bool,
         gso: Option<usize>,
     ) {
-        let peers = self.dp.peers();
         let selected = || {
             lane.verdicts[..n]
                 .iter()
@@ -402,16 +458,19 @@ impl Worker {
                         len,
                         flow,
                         marks,
-                    } if pick(peers[peer as usize].encap, flow) => {
-                        Some((i, peer, start, len, marks))
-                    }
+                    } if pick(&peers[peer as usize], flow) => Some((i, peer, start, len, marks)),
                     _ => None,
                 })
         };
         let items = selected().map(|(i, peer, start, len, marks)| {
+            let p = &peers[peer as usize];
+            let port = match p.encap {
+                Encap::Gre => 0,
+                Encap::GreUdp => p.udp_port.unwrap_or(self.udp_port),
+            };
             (
                 &lane.batch.frame(i)[start..start + len],
-                SocketAddr::new(peers[peer as usize].nbma, port),
+                SocketAddr::new(p.nbma, port),
                 marks.tos,
                 marks.priority,
             )

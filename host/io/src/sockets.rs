@@ -75,6 +75,20 @@ impl GreSocket {
     pub fn includes_ip_header(&self) -> bool {
         self.ipv4
     }
+
+    /// Another handle on the same socket (a `dup`), for a thread that only sends on it —
+    /// the control path's NHRP messages — while a worker keeps receiving.
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(GreSocket {
+            socket: self.socket.try_clone()?,
+            ipv4: self.ipv4,
+        })
+    }
+
+    /// Sends one GRE packet (GRE header onwards) to `dst`.
+    pub fn send_to(&self, packet: &[u8], dst: IpAddr) -> io::Result<usize> {
+        self.socket.send_to(packet, &SocketAddr::new(dst, 0).into())
+    }
 }
 
 impl AsRawFd for GreSocket {
@@ -124,6 +138,13 @@ impl UdpSockets {
     /// The socket that receives GRE-in-UDP.
     pub fn listen_fd(&self) -> RawFd {
         self.listen.as_raw_fd()
+    }
+
+    /// Another handle on the listening socket (a `dup`), for a thread that only sends from
+    /// the well-known port — NHRP, whose replies must reach the listener through any NAT —
+    /// while a worker keeps receiving on it.
+    pub fn listener_clone(&self) -> io::Result<std::net::UdpSocket> {
+        Ok(self.listen.try_clone()?.into())
     }
 
     /// The port the listener is bound to.

@@ -18,6 +18,7 @@ fn peer(i: u32, key: Option<u32>) -> Peer {
         key,
         checksum: false,
         sequence: false,
+        udp_port: None,
     }
 }
 
@@ -49,6 +50,8 @@ fn dataplane(role: Role, extra: u32) -> Dataplane {
         underlay_mtu: 1500,
         tun_mtu: 1468,
         mss_clamp: Some((1428, 1408)),
+        open_nhrp: None,
+        peer_capacity: 0,
     })
 }
 

@@ -57,6 +57,21 @@ pub struct DataplaneConfig {
     pub tun_mtu: u16,
     /// Largest TCP MSS for IPv4 and IPv6 SYNs crossing the tunnel; `None` disables clamping.
     pub mss_clamp: Option<(u16, u16)>,
+    /// NHRP from underlay addresses that are not peers (yet) goes to the control path —
+    /// a hub learning its spokes — when it carries this tunnel's key; `None`: dropped as from
+    /// an unknown peer.
+    pub open_nhrp: Option<OpenNhrp>,
+    /// Peer ids the workers' per-peer state and counters are sized for: at least
+    /// `peers.len()`, more when peers are added at run time (later snapshots of the
+    /// dataplane with more peers must stay within it).
+    pub peer_capacity: usize,
+}
+
+/// Admission of NHRP from senders that are not peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenNhrp {
+    /// The GRE key such messages must carry (the tunnel's key; `None`: no key).
+    pub key: Option<u32>,
 }
 
 /// The outcome of the first half of a path: finished, or inspected and awaiting a policy.
@@ -94,10 +109,11 @@ pub enum Verdict {
         /// Length of the packet.
         len: usize,
     },
-    /// `frame[start..start + len]` is an NHRP message from `peer` for the control path.
+    /// `frame[start..start + len]` is an NHRP message for the control path.
     Control {
-        /// The peer it came from.
-        peer: PeerId,
+        /// The peer it came from; `None` for a sender that is not a peer (see
+        /// [`DataplaneConfig::open_nhrp`]).
+        peer: Option<PeerId>,
         /// Start of the NHRP message in the frame.
         start: usize,
         /// Length of the NHRP message.
@@ -115,9 +131,10 @@ pub struct WorkerState {
 }
 
 impl WorkerState {
-    /// State for a worker of `dp`.
+    /// State for a worker of `dp` and of every later snapshot within its
+    /// [`DataplaneConfig::peer_capacity`].
     pub fn new(dp: &Dataplane) -> Self {
-        let n = dp.peers().len();
+        let n = dp.peers().len().max(dp.config().peer_capacity);
         WorkerState {
             tx_seq: vec![0; n].into(),
             rx_seq: vec![None; n].into(),
@@ -145,6 +162,7 @@ impl Dataplane {
             .peers
             .iter()
             .enumerate()
+            .filter(|(_, p)| !p.is_vacant())
             .map(|(i, p)| (p.nbma, i as PeerId))
             .collect();
         let peer_mtu = cfg
@@ -286,7 +304,17 @@ impl Dataplane {
             Err(e) => return done(gre_drop_reason(e)),
         };
         let Some(peer) = self.peer_by_nbma(src) else {
-            return done(DropReason::UnknownPeer);
+            return match self.cfg.open_nhrp {
+                Some(open) if repr.protocol == gre::PROTO_NHRP && repr.key == open.key => {
+                    let hlen = repr.header_len();
+                    Step::Done(Verdict::Control {
+                        peer: None,
+                        start: start + hlen,
+                        len: len - hlen,
+                    })
+                }
+                _ => done(DropReason::UnknownPeer),
+            };
         };
         let p = &self.cfg.peers[peer as usize];
         if repr.key != p.key {
@@ -313,7 +341,7 @@ impl Dataplane {
             gre::PROTO_IPV6 => 6,
             gre::PROTO_NHRP => {
                 return Step::Done(Verdict::Control {
-                    peer,
+                    peer: Some(peer),
                     start: inner_start,
                     len: inner_len,
                 });
@@ -363,7 +391,15 @@ impl Dataplane {
             Action::Default => p.egress,
             Action::ViaNhs if p.direction == Direction::Outbound => self.cfg.nhs.or(p.egress),
             Action::ViaNhs => p.egress,
-            Action::Peer(id) if (id as usize) < self.cfg.peers.len() => Some(id),
+            Action::Peer(id)
+                if self
+                    .cfg
+                    .peers
+                    .get(id as usize)
+                    .is_some_and(|p| !p.is_vacant()) =>
+            {
+                Some(id)
+            }
             Action::Peer(_) => return drop(stats, DropReason::NoRoute),
             Action::Drop => return drop(stats, DropReason::PolicyDrop),
             Action::Local => None,

@@ -58,6 +58,8 @@ pub fn tun_rx(data: &[u8]) {
             underlay_mtu: 1400,
             tun_mtu: 1300,
             mss_clamp: Some((1260, 1240)),
+            open_nhrp: None,
+            peer_capacity: 0,
         })
     });
     let mut frame = vec![0u8; HEADROOM + data.len() + 64];
@@ -210,6 +212,8 @@ fn hub() -> &'static Dataplane {
             underlay_mtu: 1500,
             tun_mtu: 1460,
             mss_clamp: Some((1420, 1400)),
+            open_nhrp: None,
+            peer_capacity: 0,
         })
     })
 }
@@ -229,5 +233,6 @@ fn peer(
         key,
         checksum,
         sequence,
+        udp_port: None,
     }
 }

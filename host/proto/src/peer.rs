@@ -40,9 +40,33 @@ pub struct Peer {
     pub checksum: bool,
     /// Send sequence numbers and drop out-of-order packets from the peer.
     pub sequence: bool,
+    /// GRE-in-UDP to a peer behind NAT: the UDP port its packets arrive from (the NAT's
+    /// mapping of its well-known port). Packets to it go to this port and leave from the
+    /// local well-known port, so they match that mapping. `None`: the RFC 8086 port, sent
+    /// from per-flow source ports.
+    pub udp_port: Option<u16>,
 }
 
 impl Peer {
+    /// A free slot in a peer list whose peers come and go (NHRP): no address, no map entry,
+    /// never routed to.
+    pub fn vacant() -> Self {
+        Peer {
+            name: String::new(),
+            nbma: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            encap: Encap::Gre,
+            key: None,
+            checksum: false,
+            sequence: false,
+            udp_port: None,
+        }
+    }
+
+    /// Whether this is a [`Peer::vacant`] slot.
+    pub fn is_vacant(&self) -> bool {
+        self.name.is_empty()
+    }
+
     /// Bytes added in front of an inner packet on the wire: outer IP, UDP if any, GRE header.
     pub fn overhead(&self) -> usize {
         let ip = if self.nbma.is_ipv4() { 20 } else { 40 };
@@ -76,7 +100,9 @@ mod tests {
             key: None,
             checksum: false,
             sequence: false,
+            udp_port: None,
         };
+        assert!(!p.is_vacant() && Peer::vacant().is_vacant());
         assert_eq!(p.inner_mtu(1500), 1476);
         p.key = Some(1);
         p.encap = Encap::GreUdp;

@@ -396,6 +396,7 @@ fn peer(name: &str, nbma: IpAddr, key: Option<u32>) -> Peer {
         key,
         checksum: false,
         sequence: false,
+        udp_port: None,
     }
 }
 
@@ -433,6 +434,8 @@ fn hub() -> Dataplane {
         underlay_mtu: 1500,
         tun_mtu: 1476,
         mss_clamp: Some((1436, 1416)),
+        open_nhrp: None,
+        peer_capacity: 0,
     })
 }
 
@@ -456,6 +459,8 @@ fn spoke() -> Dataplane {
         underlay_mtu: 1500,
         tun_mtu: 1400,
         mss_clamp: Some((1360, 1340)),
+        open_nhrp: None,
+        peer_capacity: 0,
     })
 }
 

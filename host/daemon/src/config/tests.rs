@@ -272,3 +272,159 @@ fn sequence_numbers_need_a_single_worker() {
         .replace("key = 42\n", "key = 42\nsequence = true\n");
     expect_err(&src, 4, "daemon.workers", "need workers = 1");
 }
+
+const NHRP_SPOKE: &str = r#"version = 1
+
+[daemon]
+socket = "/run/mgre/s1.sock"
+
+[tunnel]
+name = "mgre0"
+role = "spoke"
+address = ["198.51.100.11/24", "2001:db8:100::11/64"]
+nbma = "192.0.2.11"
+key = 42
+routes = ["203.0.113.0/24"]
+
+[nhrp]
+holdtime = 300
+secret = "dmvpn"
+register = ["203.0.113.0/26", "2001:db8:1::/64"]
+
+[[nhrp.nhs]]
+name = "hub-a"
+nbma = "192.0.2.1"
+address = ["198.51.100.1", "2001:db8:100::1"]
+priority = 2
+
+[[nhrp.nhs]]
+name = "hub-b"
+nbma = "192.0.2.2"
+encap = "gre-udp"
+priority = 1
+"#;
+
+const NHRP_HUB: &str = r#"version = 1
+
+[daemon]
+socket = "/run/mgre/hub.sock"
+
+[tunnel]
+name = "mgre0"
+role = "hub"
+address = ["198.51.100.1/24"]
+nbma = "192.0.2.1"
+key = 42
+routes = ["203.0.113.0/24"]
+
+[nhrp]
+holdtime = 600
+allowed-nbma = ["192.0.2.0/24"]
+max-entries = 100
+"#;
+
+#[test]
+fn nhrp_spoke_gets_its_nhs_as_peers_and_defaults_to_the_preferred_one() {
+    let c = parse(NHRP_SPOKE).unwrap();
+    let n = c.nhrp.as_ref().unwrap();
+    assert_eq!(n.holdtime.get(), 300);
+    assert_eq!(n.secret.as_deref(), Some(&b"dmvpn"[..]));
+    assert_eq!(n.register.len(), 2);
+    let names: Vec<&str> = c.dataplane.peers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["hub-a", "hub-b"]);
+    assert_eq!(c.dataplane.peers[1].encap, Encap::GreUdp);
+    assert_eq!(c.dataplane.peers[0].key, Some(42));
+    // hub-b has the lower priority value: traffic defaults to it until NHRP says otherwise.
+    assert_eq!(c.dataplane.nhs, Some(1));
+    // The NHS's overlay addresses are host routes to it.
+    assert!(
+        c.dataplane
+            .map
+            .iter()
+            .any(|(p, id)| p.to_string() == "198.51.100.1/32" && *id == 0)
+    );
+    assert!(c.udp_needed);
+    assert!(c.dataplane.open_nhrp.is_none());
+}
+
+#[test]
+fn nhrp_hub_accepts_unknown_senders_and_sizes_peer_slots() {
+    let c = parse(NHRP_HUB).unwrap();
+    assert_eq!(c.dataplane.open_nhrp.map(|o| o.key), Some(Some(42)));
+    assert_eq!(c.dataplane.peer_capacity, 100);
+    assert!(
+        c.udp_needed,
+        "a hub listens for GRE-in-UDP registrations too"
+    );
+    assert_eq!(c.nhrp.unwrap().allowed_nbma[0].to_string(), "192.0.2.0/24");
+}
+
+#[test]
+fn nhrp_errors() {
+    expect_err(
+        &NHRP_SPOKE.replace(
+            "routes = [\"203.0.113.0/24\"]",
+            "routes = []\nnhs = \"hub-a\"",
+        ),
+        13,
+        "tunnel.nhs",
+        "remove `tunnel.nhs`",
+    );
+    expect_err(
+        &NHRP_SPOKE.replace("holdtime = 300", "holdtime = 0"),
+        15,
+        "nhrp.holdtime",
+        "at least 1 second",
+    );
+    expect_err(
+        &NHRP_SPOKE.replace("nbma = \"192.0.2.2\"", "nbma = \"2001:db8::2\""),
+        27,
+        "nhrp.nhs[1].nbma",
+        "not of the family",
+    );
+    expect_err(
+        &NHRP_SPOKE.replace("nbma = \"192.0.2.2\"", "nbma = \"192.0.2.1\""),
+        27,
+        "nhrp.nhs[1].nbma",
+        "already used",
+    );
+    expect_err(
+        &NHRP_SPOKE.replace(
+            "secret = \"dmvpn\"",
+            &format!("secret = \"{}\"", "x".repeat(65)),
+        ),
+        16,
+        "nhrp.secret",
+        "1 to 64 bytes",
+    );
+    expect_err(
+        &NHRP_SPOKE.replace(", \"2001:db8:100::11/64\"", ""),
+        17,
+        "nhrp.register[1]",
+        "no address of its family",
+    );
+    expect_err(
+        &NHRP_HUB.replace("max-entries = 100", "register = [\"203.0.113.0/26\"]"),
+        17,
+        "nhrp.register",
+        "a hub registers nothing",
+    );
+    expect_err(
+        &NHRP_HUB.replace("192.0.2.0/24\"]", "2001:db8::/32\"]"),
+        16,
+        "nhrp.allowed-nbma[0]",
+        "not of the family",
+    );
+    expect_err(
+        &NHRP_HUB.replace("key = 42", "key = 42\nsequence = true"),
+        12,
+        "tunnel.sequence",
+        "cannot be used with [nhrp]",
+    );
+    expect_err(
+        &NHRP_SPOKE.replace("[[nhrp.nhs]]", "[[nhrp.nhz]]"),
+        19,
+        "nhrp.nhz",
+        "unknown field",
+    );
+}

@@ -97,6 +97,7 @@ fn peer(name: &str, nbma: &str, key: Option<u32>) -> Peer {
         key,
         checksum: false,
         sequence: false,
+        udp_port: None,
     }
 }
 
@@ -118,6 +119,8 @@ fn hub() -> Node {
         underlay_mtu: 1500,
         tun_mtu: 1476,
         mss_clamp: Some((1436, 1416)),
+        open_nhrp: None,
+        peer_capacity: 0,
     }))
 }
 
@@ -136,6 +139,8 @@ fn spoke() -> Node {
         underlay_mtu: 1500,
         tun_mtu: 1400,
         mss_clamp: Some((1360, 1340)),
+        open_nhrp: None,
+        peer_capacity: 0,
     }))
 }
 
@@ -359,11 +364,56 @@ fn nhrp_goes_to_the_control_path() {
     assert_eq!(
         v,
         Verdict::Control {
-            peer: 0,
+            peer: Some(0),
             start: HEADROOM + 4,
             len: 20
         }
     );
+}
+
+#[test]
+fn nhrp_from_unknown_senders_reaches_the_control_path_only_when_open_and_keyed() {
+    let closed = hub();
+    let mut open_cfg = closed.dp.config().clone();
+    open_cfg.open_nhrp = Some(OpenNhrp { key: Some(7) });
+    for (cfg, key, proto, want) in [
+        (closed.dp.config().clone(), Some(7), gre::PROTO_NHRP, None),
+        (
+            open_cfg.clone(),
+            Some(7),
+            gre::PROTO_NHRP,
+            Some(HEADROOM + 8),
+        ),
+        (open_cfg.clone(), Some(8), gre::PROTO_NHRP, None),
+        (open_cfg.clone(), None, gre::PROTO_NHRP, None),
+        (open_cfg.clone(), Some(7), gre::PROTO_IPV4, None),
+    ] {
+        let mut n = Node::new(Dataplane::new(cfg));
+        let (v, _) = n.underlay(&gre(plain(proto, key), &[0u8; 20]), "192.0.2.99");
+        match want {
+            Some(start) => assert_eq!(
+                v,
+                Verdict::Control {
+                    peer: None,
+                    start,
+                    len: 20
+                }
+            ),
+            None => assert_eq!(v, Verdict::Drop(DropReason::UnknownPeer)),
+        }
+    }
+}
+
+#[test]
+fn vacant_peer_slots_are_never_matched_or_routed_to() {
+    let mut cfg = hub().dp.config().clone();
+    cfg.peers.push(Peer::vacant());
+    let vacant = (cfg.peers.len() - 1) as u32;
+    let dp = Dataplane::new(cfg);
+    assert_eq!(dp.peer_by_nbma("0.0.0.0".parse().unwrap()), None);
+    let mut n = Node::new(dp);
+    let (v, _) = n.tun_with(&echo(LAN1, LAN3, 100), policy(Action::Peer(vacant)));
+    assert_eq!(v, Verdict::Drop(DropReason::NoRoute));
 }
 
 #[test]

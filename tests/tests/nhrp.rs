@@ -1,0 +1,264 @@
+//! NHRP end to end: spokes configured with nothing but their NHS register with the hub over
+//! real namespaces, the hub builds its endpoint table from the registrations, refuses wrong
+//! secrets and disallowed underlay addresses (and counts them), forgets spokes that purge
+//! or stop refreshing.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use mgre_e2e::{Encap, NhrpOptions, Site, Topology, counter, ping, tcp_transfer, wait_until};
+use serde_json::Value;
+
+/// How long registration may take (first request at start-up, retransmission after 1 s).
+const REGISTER_WAIT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(200);
+
+/// The hub's registered (dynamic) entries.
+fn dynamic(hub: &Site) -> Result<Vec<Value>> {
+    let v = hub.daemon().nhrp()?;
+    Ok(v["entries"]
+        .as_array()
+        .context("entries")?
+        .iter()
+        .filter(|e| e["type"] == "dynamic")
+        .cloned()
+        .collect())
+}
+
+/// Prefixes the hub has registered for underlay address `nbma`.
+fn registered_for(hub: &Site, nbma: &str) -> Result<Vec<String>> {
+    Ok(dynamic(hub)?
+        .iter()
+        .filter(|e| e["nbma"] == nbma)
+        .filter_map(|e| e["protocol"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// What a spoke registers: its tunnel addresses and its LAN prefixes.
+fn expected(site: &Site) -> Vec<String> {
+    let a = &site.addrs;
+    let mut v = vec![
+        format!("{}/32", a.tunnel_v4),
+        format!("{}/128", a.tunnel_v6),
+        format!("{}/26", a.lan_v4),
+        format!("{}/64", a.lan_v6),
+    ];
+    v.sort();
+    v
+}
+
+fn wait_registered(topo: &Topology, site: &Site) -> Result<()> {
+    let nbma = site.addrs.nbma.to_string();
+    let want = expected(site);
+    let mut got = Vec::new();
+    let ok = wait_until(REGISTER_WAIT, POLL, || {
+        got = registered_for(topo.hub(), &nbma)?;
+        got.sort();
+        Ok(got == want)
+    })?;
+    ensure!(
+        ok,
+        "{} did not register: hub has {got:?}, want {want:?}\n{}",
+        site.id.peer_name(),
+        topo.logs()
+    );
+    Ok(())
+}
+
+fn ensure_ping(topo: &Topology, from: &Site, to: IpAddr) -> Result<()> {
+    ensure!(
+        ping(&from.host, to, 3),
+        "{} LAN host cannot ping {to}\n{}",
+        from.id.peer_name(),
+        topo.logs()
+    );
+    Ok(())
+}
+
+#[test]
+fn spokes_with_only_an_nhs_register_and_reach_each_other_through_the_hub() -> Result<()> {
+    let mut topo = Topology::builder("nhreg")
+        .spokes(3)
+        .encap(3, Encap::GreUdp)
+        .key(42)
+        .nhrp(NhrpOptions {
+            secret: Some("dmvpn".into()),
+            ..NhrpOptions::default()
+        })
+        .build()?;
+    topo.start()?;
+    for k in 1..=3 {
+        wait_registered(&topo, topo.spoke(k))?;
+    }
+    // Every spoke is registered with the hub for both families.
+    for k in 1..=3 {
+        let nhs = topo.spoke(k).daemon().nhs()?;
+        let servers = nhs["servers"].as_array().context("servers")?;
+        ensure!(
+            servers.len() == 2
+                && servers
+                    .iter()
+                    .all(|s| s["state"] == "registered" && s["active"] == true),
+            "spoke{k} NHS state: {nhs}"
+        );
+    }
+    // The hub made one peer per spoke, with the encapsulation the spoke registered over.
+    let peers = topo.hub().daemon().peers()?;
+    let peers = peers.as_array().context("peers")?;
+    ensure!(peers.len() == 3, "hub peers: {peers:?}");
+    let spoke3 = peers
+        .iter()
+        .find(|p| p["nbma"] == topo.spoke(3).addrs.nbma.to_string())
+        .context("no peer for spoke3")?;
+    ensure!(spoke3["encap"] == "gre-udp", "spoke3 peer: {spoke3}");
+
+    // LAN to LAN through the hub, both families, GRE to GRE and GRE to GRE-in-UDP.
+    let (s1, s2, s3) = (topo.spoke(1), topo.spoke(2), topo.spoke(3));
+    for (from, to) in [(s1, s2), (s2, s3), (s3, s1)] {
+        ensure_ping(&topo, from, to.addrs.host_v4.into())?;
+        ensure_ping(&topo, from, to.addrs.host_v6.into())?;
+    }
+    let (sent, received) = tcp_transfer(&s1.host, &s3.host, s3.addrs.host_v4.into(), 1 << 20)
+        .with_context(|| topo.logs())?;
+    ensure!(sent == received, "TCP payload corrupted spoke1 -> spoke3");
+    let hub = topo.hub().daemon().stats()?;
+    ensure!(
+        counter(&hub, "/hairpin/bytes")? >= 1 << 20,
+        "the hub did not hairpin the transfer: {hub}"
+    );
+
+    // A spoke that stops purges its registrations: the hub forgets it at once (not after
+    // the 30 s holding time) and its peer slot goes.
+    topo.stop_site(mgre_e2e::SiteId::Spoke(2))?;
+    let nbma2 = topo.spoke(2).addrs.nbma.to_string();
+    let gone = wait_until(Duration::from_secs(5), POLL, || {
+        Ok(registered_for(topo.hub(), &nbma2)?.is_empty())
+    })?;
+    let v = topo.hub().daemon().nhrp()?;
+    ensure!(
+        gone,
+        "spoke2's entries outlived its purge: {v}\n{}",
+        topo.logs()
+    );
+    ensure!(
+        counter(&v, "/counters/purged")? >= 4,
+        "purges not counted: {v}"
+    );
+    let peers = topo.hub().daemon().peers()?;
+    ensure!(
+        peers.as_array().is_some_and(|p| p.len() == 2),
+        "spoke2's peer still listed: {peers}"
+    );
+    // The others still reach each other.
+    ensure_ping(&topo, topo.spoke(1), topo.spoke(3).addrs.host_v6.into())?;
+    Ok(())
+}
+
+#[test]
+fn wrong_secret_and_disallowed_underlay_are_refused_and_counted() -> Result<()> {
+    let s1 = mgre_e2e::SiteAddrs::of(mgre_e2e::SiteId::Spoke(1)).nbma;
+    let s2 = mgre_e2e::SiteAddrs::of(mgre_e2e::SiteId::Spoke(2)).nbma;
+    let mut topo = Topology::builder("nhnak")
+        .spokes(3)
+        .nhrp(NhrpOptions {
+            secret: Some("right".into()),
+            allowed_nbma: vec![format!("{s1}/32"), format!("{s2}/32")],
+            ..NhrpOptions::default()
+        })
+        .nhrp_secret(2, "wrong")
+        .metrics(true)
+        .build()?;
+    topo.start()?;
+    wait_registered(&topo, topo.spoke(1))?;
+    // spoke3 (underlay not allowed) is refused with code 4 (administratively prohibited);
+    // spoke2 (wrong secret) cannot even verify the refusal — it carries the hub's secret —
+    // so it ignores it. Both keep retrying with backoff, unregistered.
+    for (k, refused_with_nak) in [(2, false), (3, true)] {
+        let mut nhs = Value::Null;
+        let refused = wait_until(REGISTER_WAIT, POLL, || {
+            nhs = topo.spoke(k).daemon().nhs()?;
+            Ok(nhs["servers"].as_array().is_some_and(|s| {
+                s.iter().all(|s| {
+                    s["state"] == "registering"
+                        && if refused_with_nak {
+                            s["naks"].as_u64() >= Some(1) && s["last_nak"] == 4
+                        } else {
+                            s["ignored"].as_u64() >= Some(1) && s["registrations"] == 0
+                        }
+                })
+            }))
+        })?;
+        ensure!(refused, "spoke{k} was not refused: {nhs}\n{}", topo.logs());
+    }
+    let v = topo.hub().daemon().nhrp()?;
+    ensure!(counter(&v, "/counters/nak_authentication")? >= 2, "{v}");
+    ensure!(counter(&v, "/counters/nak_prohibited_nbma")? >= 2, "{v}");
+    for k in [2, 3] {
+        let nbma = topo.spoke(k).addrs.nbma.to_string();
+        ensure!(
+            registered_for(topo.hub(), &nbma)?.is_empty(),
+            "spoke{k} got entries: {v}"
+        );
+    }
+    // The refusals are in the metrics by result.
+    let text = topo
+        .hub()
+        .router
+        .run(|| mgre_e2e::scrape(mgre_e2e::METRICS_ADDR))?;
+    for result in ["nak-authentication", "nak-prohibited-nbma", "added"] {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("mgre_nhrp_registrations_total{")
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .with_context(|| format!("no registrations metric for {result}:\n{text}"))?;
+        let n: f64 = line.rsplit(' ').next().unwrap_or("0").parse()?;
+        ensure!(n >= 1.0, "{line}");
+    }
+    // And spoke1 is reachable while the others are not.
+    ensure_ping(&topo, topo.spoke(1), topo.hub().addrs.host_v4.into())?;
+    ensure!(
+        !ping(&topo.spoke(3).host, topo.hub().addrs.host_v4.into(), 2),
+        "a refused spoke reaches the hub's LAN"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_spoke_that_dies_without_purging_expires_at_its_holding_time() -> Result<()> {
+    let holdtime = 6;
+    let mut topo = Topology::builder("nhexp")
+        .spokes(2)
+        .nhrp(NhrpOptions {
+            holdtime,
+            ..NhrpOptions::default()
+        })
+        .build()?;
+    topo.start()?;
+    wait_registered(&topo, topo.spoke(1))?;
+    wait_registered(&topo, topo.spoke(2))?;
+    // Refreshes (every holdtime / 3) keep spoke1 registered across several holding times.
+    topo.kill_site(mgre_e2e::SiteId::Spoke(2))?;
+    let killed = std::time::Instant::now();
+    let nbma2 = topo.spoke(2).addrs.nbma.to_string();
+    let gone = wait_until(Duration::from_secs(u64::from(holdtime) + 5), POLL, || {
+        Ok(registered_for(topo.hub(), &nbma2)?.is_empty())
+    })?;
+    let took = killed.elapsed();
+    ensure!(gone, "spoke2 never expired\n{}", topo.logs());
+    ensure!(
+        took >= Duration::from_secs(u64::from(holdtime) / 3),
+        "spoke2 vanished after {took:?}, before its holding time could run out"
+    );
+    std::thread::sleep(Duration::from_secs(u64::from(holdtime)));
+    wait_registered(&topo, topo.spoke(1))?;
+    let v = topo.hub().daemon().nhrp()?;
+    ensure!(counter(&v, "/counters/expired")? >= 4, "{v}");
+    ensure!(
+        counter(&v, "/counters/refreshed")? >= 4,
+        "spoke1 never refreshed: {v}"
+    );
+    Ok(())
+}
