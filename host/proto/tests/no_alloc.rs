@@ -1,8 +1,8 @@
 //! The fast path allocates nothing: every per-packet path of the dataplane (encapsulation,
 //! decapsulation, the hub's hairpin, both policy halves with a non-default policy, ICMP
-//! too-big generation, MSS clamping, drops), the flow cache and TCP and UDP coalescing (GRO,
-//! 10 000 batches each) run 10 000 packets after a warm-up under a counting global allocator,
-//! and each must make zero heap allocations.
+//! too-big generation, MSS clamping, drops), the hub's redirect limiter, the flow cache and
+//! TCP and UDP coalescing (GRO, 10 000 batches each) run 10 000 packets after a warm-up under
+//! a counting global allocator, and each must make zero heap allocations.
 //!
 //! `cargo test --release -p mgre-proto --test no_alloc -- --nocapture` prints one line per
 //! path; `MGRE_ALLOC_BACKTRACE=N` shows where the first N allocations come from.
@@ -10,11 +10,13 @@
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use mgre_proto::dataplane::HEADROOM;
 use mgre_proto::flowcache::{FlowCache, FlowKey};
 use mgre_proto::gro::{Gro, GroFrame};
+use mgre_proto::nhrp::RedirectLimiter;
 use mgre_proto::wire::checksum;
 use mgre_proto::wire::gre::{GreRepr, PROTO_IPV4, PROTO_IPV6};
 use mgre_proto::wire::ip::Addr;
@@ -283,6 +285,23 @@ fn udp_gro_allocates_nothing() {
             assert_eq!(frames[1].len, 48 + 24 * 1200);
         },
     );
+}
+
+#[test]
+fn redirect_limiter_allocates_nothing() {
+    // The hub asks once per hairpinned packet: mostly refusals for a live pair, some new
+    // pairs (a fresh source every 16th packet), some pairs whose interval ran out.
+    let limiter = RedirectLimiter::new(4096, Duration::from_secs(8), 0x5eed);
+    let mut i: u32 = 0;
+    let mut allowed = 0u32;
+    path("redirect limiter (hairpin → traffic indication?)", || {
+        i += 1;
+        let now = Duration::from_millis(u64::from(i) * 3);
+        let src = IpAddr::V4(Ipv4Addr::from(0xcb00_7100 | (i >> 4) & 0x3f));
+        let dst = IpAddr::from(LAN2);
+        allowed += u32::from(limiter.allow(now, src, dst));
+    });
+    assert!(allowed > 0 && allowed < i / 4, "{allowed} of {i} allowed");
 }
 
 #[test]

@@ -19,7 +19,7 @@ use crate::prefix::Prefix;
 use crate::wire::nhrp::{Body, Cie, Extension, ExtensionBody, NhrpRepr, Operation};
 
 use super::server::{family, host_len};
-use super::{FLAG_NAT, FLAG_PURGE_NO_REPLY, FLAG_UNIQUE, HOP_COUNT, auth, code};
+use super::{FLAG_NAT, FLAG_PURGE_NO_REPLY, FLAG_UNIQUE, HOP_COUNT, auth, code, errors};
 
 /// One Next Hop Server to register with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,6 +176,10 @@ pub enum ReplyIgnored {
     NoEntries,
     /// A secret is configured and the reply does not carry it.
     BadAuthentication,
+    /// It carries a compulsory extension of an unknown type, so it must not be acted on
+    /// (RFC 2332 §5.3); the caller may answer with
+    /// [`check_compulsory`](super::errors::check_compulsory)'s Error Indication.
+    UnrecognizedExtension,
 }
 
 /// The registrations of one NHC with its servers.
@@ -370,6 +374,9 @@ impl RegistrationClient {
             } => (*request_id, cies),
             _ => return ignored(nhs, ReplyIgnored::NotARegistrationReply),
         };
+        if errors::unrecognized_compulsory(reply).is_some() {
+            return ignored(nhs, ReplyIgnored::UnrecognizedExtension);
+        }
         if nhs.cycle.is_none_or(|c| c.request_id != Some(request_id)) {
             return ignored(nhs, ReplyIgnored::UnexpectedRequestId);
         }

@@ -11,6 +11,8 @@
 
 pub mod auth;
 pub mod client;
+pub mod errors;
+pub mod redirect;
 pub mod server;
 
 #[cfg(test)]
@@ -20,6 +22,7 @@ pub use client::{
     ClientConfig, NhsConfig, NhsCounters, NhsState, NhsStatus, RegistrationClient, ReplyIgnored,
     ReplyOutcome, Transmit,
 };
+pub use redirect::{RedirectLimiter, traffic_indication};
 pub use server::{
     Change, Outcome, Registration, RegistrationServer, RemovalCause, ServerConfig, ServerCounters,
 };

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::prefix::Prefix;
 use crate::wire::nhrp::{Body, Cie, Extension, ExtensionBody, Family, NhrpRepr, Operation};
 
-use super::{FLAG_NAT, FLAG_PURGE_NO_REPLY, FLAG_UNIQUE, HOP_COUNT, auth, code};
+use super::{FLAG_NAT, FLAG_PURGE_NO_REPLY, FLAG_UNIQUE, HOP_COUNT, auth, code, errors};
 
 /// Configuration of a [`RegistrationServer`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,7 +98,9 @@ pub enum RemovalCause {
 #[must_use]
 pub struct Outcome {
     /// The reply to send to the underlay address the message came from; `None` when the
-    /// message was ignored (see [`ServerCounters::ignored`]) or asked for no reply.
+    /// message was ignored (see [`ServerCounters::ignored`]) or asked for no reply. For a
+    /// message carrying a compulsory extension of an unknown type it is the Error Indication
+    /// (see [`RegistrationServer::error_indications`]) and the message was not acted on.
     pub reply: Option<NhrpRepr>,
     /// Table changes, in order (expiries noticed on the way come first).
     pub changes: Vec<Change>,
@@ -146,6 +148,7 @@ pub struct RegistrationServer {
     /// O(log n) per entry instead of a pass over the table.
     by_expiry: BTreeSet<(Duration, (IpAddr, u8))>,
     counters: ServerCounters,
+    error_indications: u64,
 }
 
 impl RegistrationServer {
@@ -156,6 +159,7 @@ impl RegistrationServer {
             table: BTreeMap::new(),
             by_expiry: BTreeSet::new(),
             counters: ServerCounters::default(),
+            error_indications: 0,
         }
     }
 
@@ -167,6 +171,13 @@ impl RegistrationServer {
     /// The counters.
     pub fn counters(&self) -> &ServerCounters {
         &self.counters
+    }
+
+    /// Requests answered with an Error Indication (code 1) instead of being acted on,
+    /// because they carry a compulsory extension of an unknown type. Kept outside
+    /// [`ServerCounters`] until the daemon's counter aggregation knows the field.
+    pub fn error_indications(&self) -> u64 {
+        self.error_indications
     }
 
     /// The registered entries ordered by prefix (IPv4 first), for `mgre show nhrp`. Entries
@@ -243,6 +254,12 @@ impl RegistrationServer {
     /// Refusals: code 4 for every CIE when authentication fails or `src_nbma` is not allowed;
     /// code 14 when another client holds the prefix with the U flag (whatever the new
     /// request's flag); code 5 when a new prefix would exceed the entry limit.
+    ///
+    /// Extensions (RFC 2332 §5.3): Responder Address is answered, transit lists and
+    /// non-compulsory unknown extensions are echoed, NAT is echoed with the observed address
+    /// appended, Authentication is regenerated, Vendor-Private is dropped. A request carrying
+    /// a compulsory extension of an unknown type is not acted on: the reply is the Error
+    /// Indication of [`errors::check_compulsory_parsed`].
     pub fn handle_request(&mut self, now: Duration, src_nbma: IpAddr, req: &NhrpRepr) -> Outcome {
         let mut changes = self.expire_changes(now);
         let (flags, request_id, cies) = match &req.body {
@@ -259,6 +276,12 @@ impl RegistrationServer {
         };
         if family(src_nbma) != req.nbma {
             return self.ignore(changes);
+        }
+        if let Some(indication) = self.check_compulsory(req) {
+            return Outcome {
+                reply: Some(indication),
+                changes,
+            };
         }
         self.counters.requests += 1;
         let claimed = req.src_nbma.unwrap_or(src_nbma);
@@ -320,10 +343,16 @@ impl RegistrationServer {
                     }
                     ExtensionBody::NatAddress(cies)
                 }
-                // Regenerated hop by hop below; vendor and unknown ones are not echoed.
-                ExtensionBody::Authentication(_)
-                | ExtensionBody::VendorPrivate(_)
-                | ExtensionBody::Unknown { .. } => continue,
+                // RFC 2332 §5.3: a non-compulsory extension the responder does not
+                // recognise is not an error; it travels back unchanged (FRR nhrpd's
+                // nhrp_ext_reply copies it too). Compulsory ones never get here: the
+                // request was answered with an Error Indication above.
+                ExtensionBody::Unknown { .. } => e.body.clone(),
+                // Regenerated hop by hop below.
+                ExtensionBody::Authentication(_) => continue,
+                // RFC 2332 §5.3.5: a receiver that does not handle the Vendor-Private
+                // extension "may completely ignore" it, so it is not echoed (FRR copies it).
+                ExtensionBody::VendorPrivate(_) => continue,
             };
             extensions.push(Extension {
                 compulsory: e.compulsory,
@@ -349,7 +378,8 @@ impl RegistrationServer {
     /// [`RegistrationServer::handle_request`]) if it belongs to the sender, i.e. has the
     /// NBMA address the CIE (or message) claims and is reached at `src_nbma`. Returns the
     /// Purge Reply (the request's CIEs, same request ID) unless the N flag asks for none.
-    /// A request failing authentication is ignored.
+    /// A request failing authentication is ignored; one carrying a compulsory extension of an
+    /// unknown type is answered with an Error Indication, as in `handle_request`.
     pub fn handle_purge(&mut self, now: Duration, src_nbma: IpAddr, req: &NhrpRepr) -> Outcome {
         let mut changes = self.expire_changes(now);
         let (flags, request_id, cies) = match &req.body {
@@ -364,6 +394,12 @@ impl RegistrationServer {
         let Some(src_proto) = req.src_proto else {
             return self.ignore(changes);
         };
+        if let Some(indication) = self.check_compulsory(req) {
+            return Outcome {
+                reply: Some(indication),
+                changes,
+            };
+        }
         if !self.authenticated(req) {
             self.counters.nak_authentication += 1;
             return Outcome {
@@ -461,6 +497,18 @@ impl RegistrationServer {
                 cause: RemovalCause::Expired,
             })
             .collect()
+    }
+
+    /// The Error Indication answering `req` if it carries a compulsory extension of an
+    /// unknown type (counted), from this server's addresses.
+    fn check_compulsory(&mut self, req: &NhrpRepr) -> Option<NhrpRepr> {
+        let indication = errors::check_compulsory_parsed(
+            req,
+            self.config.nbma_address,
+            self.config.protocol_address,
+        );
+        self.error_indications += u64::from(indication.is_some());
+        indication
     }
 
     fn ignore(&mut self, changes: Vec<Change>) -> Outcome {
