@@ -8,6 +8,10 @@ tun_gro inputs: a batch of packets for the TUN-write coalescer, each a 2-byte bi
 length followed by the packet.
 nhrp inputs: one selector byte (bit 0: repair the NHRP checksum before parsing) followed by
 an NHRP message (RFC 2332, with FRR nhrpd's Traffic Indication and NAT extension).
+nhrp_server inputs: one configuration byte (bit 0: secret, bit 1: the client registers a site
+prefix too) and records of a control byte, a 2-byte big-endian length and an NHRP message; see
+host/proto/src/fuzzing.rs nhrp_server for the control bits. The hub is 198.51.100.1 /
+203.0.113.1, the simulated client 198.51.100.11 / 203.0.113.11 (NBMA_A / TUN_A below).
 """
 import os
 import struct
@@ -187,9 +191,10 @@ def nhrp(op, src_nbma, src_proto, dst_proto, body=b"", flags=0, word32=0, exts=N
 
 
 NBMA_A, NBMA_B, NBMA_HUB = bytes([198, 51, 100, 11]), bytes([198, 51, 100, 12]), bytes([198, 51, 100, 1])
-TUN_A, TUN_B, TUN_HUB = bytes([10, 0, 0, 11]), bytes([10, 0, 0, 12]), bytes([10, 0, 0, 1])
+TUN_A, TUN_B, TUN_HUB = bytes([203, 0, 113, 11]), bytes([203, 0, 113, 12]), bytes([203, 0, 113, 1])
 NBMA6_A, NBMA6_B = bytes(V6_1), bytes(V6_2)
-TUN6_A, TUN6_B = bytes([0xFD] + [0] * 14 + [11]), bytes([0xFD] + [0] * 14 + [12])
+TUN6_A = bytes([0x20, 0x01, 0x0d, 0xb8, 0x02, 0] + [0] * 9 + [11])
+TUN6_B = bytes([0x20, 0x01, 0x0d, 0xb8, 0x02, 0] + [0] * 9 + [12])
 REQUEST_EXTS = [nhrp_ext(4), nhrp_ext(5), nhrp_ext(3)]
 reg_req = nhrp(3, NBMA_A, TUN_A, TUN_HUB, nhrp_cie(prefix=255, mtu=1500), flags=0x8002, word32=42,
                exts=REQUEST_EXTS + [nhrp_ext(9, nhrp_cie(nbma=NBMA_A, proto=TUN_A), compulsory=False)])
@@ -224,3 +229,55 @@ for name in ["registration-request", "resolution-reply", "nat-and-unknown-extens
     data = bytearray(nhrp_seeds[name])
     data[12:14] = b"\xff\xff"
     write("nhrp", name + "-repair", b"\x01" + bytes(data))
+
+
+# nhrp_server: control byte bits 0-1 source (0 client 198.51.100.11, 1 198.51.100.12,
+# 2 2001:db8:100::12, 3 the hub), bits 2-4 clock step (0, 10 ms, 1 s, 5 s, 10 s, 30 s, 1 min,
+# 5 min), bit 5 repair checksum, bit 6 to the client, bit 7 client poll + exchange.
+POLL, TO_CLIENT, REPAIR = 0x80, 0x40, 0x20
+
+
+def step(n):
+    return n << 2
+
+
+def rec(ctl, msg=b""):
+    return struct.pack("!BH", ctl, len(msg)) + msg
+
+
+def reg_from(src_nbma, src_proto, exts=REQUEST_EXTS, word32=1, hold=7200):
+    return nhrp(3, src_nbma, src_proto, TUN_HUB, nhrp_cie(prefix=255, mtu=1500, hold=hold), flags=0x8002,
+                word32=word32, exts=exts)
+
+
+NBMA_C = bytes([198, 51, 100, 12])
+SECRET_EXT = nhrp_ext(7, struct.pack("!I", 1) + b"dmvpn")
+server_seeds = {
+    "exchange": b"\x00" + rec(POLL) + rec(POLL | step(2)) + rec(POLL | step(5)) + rec(POLL | step(4)),
+    "exchange-secret-site": b"\x03" + rec(POLL) + rec(POLL | step(3)) + rec(POLL | step(5)) + rec(POLL | step(6)),
+    "registrations-and-error": b"\x00" + rec(0, reg_req) + rec(1 | step(1), reg_from(NBMA_C, TUN_B))
+    + rec(1, nhrp_seeds["nat-and-unknown-extensions"]) + rec(0 | step(2), reg_from(NBMA_A, TUN_A, word32=2))
+    + rec(POLL | step(3)),
+    "table-full": b"\x00" + b"".join(rec(1 | step(1), reg_from(NBMA_C, bytes([203, 0, 113, 20 + i]), word32=i))
+                                      for i in range(6)) + rec(POLL) + rec(step(7) | POLL),
+    "purge": b"\x00" + rec(0, reg_req) + rec(POLL)
+    + rec(step(2), nhrp(5, NBMA_A, TUN_A, TUN_HUB, nhrp_cie(prefix=32, proto=TUN_A), word32=3, exts=[]))
+    + rec(1, nhrp(5, NBMA_C, TUN_B, TUN_HUB, nhrp_cie(prefix=32, proto=TUN_A), word32=4)),
+    "unknown-optional-echoed": b"\x00" + rec(1, reg_from(NBMA_C, TUN_B, exts=REQUEST_EXTS + [
+        nhrp_ext(0x42, b"optional", compulsory=False), nhrp_ext(8, b"\x00\x00\x09vendor", compulsory=False)])),
+    "secret": b"\x01" + rec(1, reg_from(NBMA_C, TUN_B, exts=REQUEST_EXTS + [SECRET_EXT]))
+    + rec(1, reg_from(NBMA_C, TUN_B, word32=9)) + rec(POLL) + rec(POLL | step(6)),
+    "v6-and-others": b"\x00" + rec(2, nhrp_seeds["resolution-reply-v6"]) + rec(0, nhrp_seeds["resolution-request"])
+    + rec(0, nhrp_seeds["error-indication"]) + rec(3, nhrp_seeds["traffic-indication"])
+    + rec(2, nhrp(3, NBMA6_B, TUN6_B, TUN6_A, nhrp_cie(prefix=128), word32=5, exts=[])),
+    "client-replies": b"\x00" + rec(POLL) + rec(TO_CLIENT | 3, nhrp_seeds["registration-reply-nak"])
+    + rec(TO_CLIENT | 3, nhrp(4, NBMA_A, TUN_A, TUN_HUB, nhrp_cie(hold=600), flags=0x8002, word32=1,
+                              exts=[nhrp_ext(0x77, b"!")]))
+    + rec(TO_CLIENT | 1, nhrp_seeds["registration-reply-nak"]) + rec(POLL | step(2)),
+    "expiry": b"\x00" + rec(0, reg_from(NBMA_A, TUN_A, hold=5)) + rec(1, reg_from(NBMA_C, TUN_B, hold=20))
+    + rec(step(3)) + rec(step(4), reg_from(NBMA_C, TUN_B, word32=3)) + rec(step(7)),
+    "repair": b"\x00" + rec(REPAIR, reg_req[:12] + b"\xff\xff" + reg_req[14:]) + rec(POLL),
+}
+os.makedirs(os.path.join(HERE, "corpus", "nhrp_server"), exist_ok=True)
+for name, data in server_seeds.items():
+    write("nhrp_server", name, data)

@@ -4,11 +4,18 @@
 //! Each dataplane entry runs untrusted bytes through a fixed hub or spoke dataplane and checks
 //! the invariants that must hold for any input: no panic, and any packet the dataplane emits
 //! lies inside the frame and parses again as what it claims to be. [`nhrp`] does the same for
-//! the NHRP parser and emitter.
+//! the NHRP parser and emitter, [`nhrp_server`] for the NHRP registration state machines.
 
+use std::net::IpAddr;
+use std::num::NonZeroU16;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::dataplane::{Dataplane, DataplaneConfig, HEADROOM, Role, Verdict, WorkerState};
+use crate::nhrp::{
+    Change, ClientConfig, NhsConfig, Outcome, RegistrationClient, RegistrationServer, RemovalCause,
+    ReplyOutcome, ServerConfig, errors,
+};
 use crate::peer::{Encap, Peer};
 use crate::stats::WorkerStats;
 use crate::wire::gre::GreRepr;
@@ -134,11 +141,8 @@ pub fn nhrp(data: &[u8]) -> bool {
         return false;
     };
     let mut packet = packet.to_vec();
-    if sel & 1 != 0 && packet.len() >= nhrp::FIXED_LEN {
-        let size = usize::from(u16::from_be_bytes([packet[10], packet[11]])).min(packet.len());
-        packet[12..14].fill(0);
-        let c = checksum::checksum(&packet[..size.max(nhrp::FIXED_LEN)]);
-        packet[12..14].copy_from_slice(&c.to_be_bytes());
+    if sel & 1 != 0 {
+        repair_nhrp_checksum(&mut packet);
     }
     let Ok(repr) = NhrpRepr::parse(&packet) else {
         return false;
@@ -160,6 +164,222 @@ pub fn nhrp(data: &[u8]) -> bool {
     assert_eq!(checksum::checksum(&out), 0, "emitted checksum");
     assert_eq!(NhrpRepr::parse(&out), Ok(repr), "re-parse differs");
     true
+}
+
+/// What one [`nhrp_server`] run reached, so the corpus test can tell that its seeds exercise
+/// the handlers and not only the parser.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NhrpServerRun {
+    /// Input messages that parsed.
+    pub parsed: usize,
+    /// Replies the server sent (to input messages and to the client's requests).
+    pub replies: usize,
+    /// Error Indications among them.
+    pub error_indications: usize,
+    /// Successful registrations of the simulated client.
+    pub registrations: usize,
+}
+
+/// Drives a hub's [`RegistrationServer`] and a spoke's [`RegistrationClient`] with a sequence of
+/// untrusted messages on a simulated clock and checks the invariants that must hold after
+/// every step: no panic; the table never exceeds its limit; every entry outlives the time of
+/// the last handler call; the expiry index agrees with the table (`poll_timeout` is `None`
+/// exactly when the table is empty, else the earliest expiry); every message either side
+/// sends emits, has a valid checksum and parses back to itself; an Error Indication changes
+/// nothing but expiries, and the raw-byte and parsed offsets of its extension agree.
+///
+/// Input: one configuration byte (bit 0: both sides use a secret; bit 1: the client registers
+/// a site prefix as well), then records of one control byte, a 2-byte big-endian length
+/// (capped by what is left) and a message, at most 64 records. Control byte: bits 0-1 pick the
+/// underlay source (the client's address, another IPv4 spoke, an IPv6 spoke, the hub), bits
+/// 2-4 advance the clock (0, 10 ms, 1 s, 5 s, 10 s, 30 s, 1 min, 5 min) first, bit 5 repairs
+/// the NHRP checksum, bit 6 sends the message to the client (as a reply from the source)
+/// instead of the server, bit 7 then lets the client poll and runs its requests through the
+/// server and the replies back over emit/parse. At the end the client shuts down and its
+/// purges must remove every entry it owns.
+pub fn nhrp_server(data: &[u8]) -> NhrpServerRun {
+    const STEPS_MS: [u64; 8] = [0, 10, 1_000, 5_000, 10_000, 30_000, 60_000, 300_000];
+    let Some((&conf, mut rest)) = data.split_first() else {
+        return NhrpServerRun::default();
+    };
+    let addr = |s: &str| -> IpAddr { s.parse().expect("literal address") };
+    let hub_nbma = addr("198.51.100.1");
+    let hub_proto = addr("203.0.113.1");
+    let spoke_nbma = addr("198.51.100.11");
+    let spoke_proto = addr("203.0.113.11");
+    let sources = [
+        spoke_nbma,
+        addr("198.51.100.12"),
+        addr("2001:db8:100::12"),
+        hub_nbma,
+    ];
+    let secret = (conf & 1 != 0).then(|| b"dmvpn".to_vec());
+    let mut server = RegistrationServer::new(ServerConfig {
+        protocol_address: hub_proto,
+        nbma_address: hub_nbma,
+        allowed_nbma: Vec::new(),
+        secret: secret.clone(),
+        max_holding_time: NonZeroU16::new(30).expect("not zero"),
+        max_entries: 4,
+    });
+    let mut client_config = ClientConfig::new(
+        spoke_nbma,
+        spoke_proto,
+        vec![NhsConfig {
+            nbma: hub_nbma,
+            protocol: Some(hub_proto),
+            priority: 0,
+        }],
+    );
+    client_config.secret = secret;
+    client_config.holding_time = NonZeroU16::new(30).expect("not zero");
+    if conf & 2 != 0 {
+        client_config.prefixes = vec!["203.0.113.128/26".parse().expect("literal prefix")];
+    }
+    let mut client = RegistrationClient::new(client_config).expect("valid client config");
+    let mut run = NhrpServerRun::default();
+    let mut now = Duration::ZERO;
+
+    let mut records = 0;
+    while records < 64 && rest.len() >= 3 {
+        records += 1;
+        let ctl = rest[0];
+        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(rest.len() - 3);
+        let mut message = rest[3..3 + len].to_vec();
+        rest = &rest[3 + len..];
+        now += Duration::from_millis(STEPS_MS[usize::from(ctl >> 2 & 7)]);
+        let src = sources[usize::from(ctl & 3)];
+        if ctl & 0x20 != 0 {
+            repair_nhrp_checksum(&mut message);
+        }
+        if let Ok(repr) = NhrpRepr::parse(&message) {
+            run.parsed += 1;
+            let by_raw = errors::check_compulsory(&repr, &message, hub_nbma, hub_proto);
+            let by_repr = errors::check_compulsory_parsed(&repr, hub_nbma, hub_proto);
+            assert_eq!(
+                by_raw.as_ref().map(error_offset),
+                by_repr.as_ref().map(error_offset),
+                "raw and parsed Error Indication offsets differ"
+            );
+            if ctl & 0x40 != 0 {
+                let _ = client.handle_reply(now, src, &repr);
+            } else {
+                let out = if repr.op_type() == 5 {
+                    server.handle_purge(now, src, &repr)
+                } else {
+                    server.handle_request(now, src, &repr)
+                };
+                check_server(&server, now, &out, &mut run);
+            }
+        }
+        if ctl & 0x80 != 0 {
+            for t in client.poll(now) {
+                let request = round_trip(&t.message);
+                let out = server.handle_request(now, spoke_nbma, &request);
+                check_server(&server, now, &out, &mut run);
+                if let Some(reply) = out.reply {
+                    let reply = round_trip(&reply);
+                    if let ReplyOutcome::Registered { .. } = client.handle_reply(now, t.nhs, &reply)
+                    {
+                        run.registrations += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            client.poll_timeout().is_some(),
+            "a running client has a timer"
+        );
+    }
+
+    // Shutdown: the purges (no reply wanted) remove everything the client owns.
+    for t in client.shutdown() {
+        let purge = round_trip(&t.message);
+        let out = server.handle_purge(now, spoke_nbma, &purge);
+        check_server(&server, now, &out, &mut run);
+    }
+    let host = crate::prefix::Prefix::new(spoke_proto, 32).expect("host prefix");
+    assert!(
+        server
+            .entry(&host)
+            .is_none_or(|r| r.nbma != spoke_nbma || r.nat_nbma.is_some()),
+        "the client's purge left its entry"
+    );
+    run
+}
+
+fn check_server(
+    server: &RegistrationServer,
+    now: Duration,
+    out: &Outcome,
+    run: &mut NhrpServerRun,
+) {
+    assert!(
+        server.len() <= server.config().max_entries,
+        "table over its limit"
+    );
+    assert_eq!(
+        server.poll_timeout(),
+        server.entries().map(|r| r.expires).min(),
+        "expiry index out of step with the table"
+    );
+    assert!(
+        server.entries().all(|r| r.expires > now),
+        "an expired entry survived a handler"
+    );
+    if let Some(reply) = &out.reply {
+        run.replies += 1;
+        let _ = round_trip(reply);
+        if reply.op_type() == 7 {
+            run.error_indications += 1;
+            assert!(
+                out.changes.iter().all(|c| matches!(
+                    c,
+                    Change::Removed {
+                        cause: RemovalCause::Expired,
+                        ..
+                    }
+                )),
+                "a message in error changed the table"
+            );
+        }
+    }
+}
+
+/// Emits `m`, checks length and checksum, and parses it back (must be equal). A message
+/// too long to emit must really be over 65535 bytes; it is returned as is.
+fn round_trip(m: &NhrpRepr) -> NhrpRepr {
+    let mut out = Vec::new();
+    match m.emit(&mut out) {
+        Ok(()) => {}
+        Err(nhrp::NhrpEmitError::TooLong) => {
+            assert!(m.buffer_len() > usize::from(u16::MAX), "spurious TooLong");
+            return m.clone();
+        }
+        Err(e) => panic!("a message built by the NHRP state machines must emit: {e}"),
+    }
+    assert_eq!(out.len(), m.buffer_len(), "emitted length");
+    assert_eq!(checksum::checksum(&out), 0, "emitted checksum");
+    let parsed = NhrpRepr::parse(&out).expect("an emitted message parses");
+    assert_eq!(&parsed, m, "re-parse differs");
+    parsed
+}
+
+fn error_offset(m: &NhrpRepr) -> u16 {
+    match m.body {
+        nhrp::Body::ErrorIndication { offset, .. } => offset,
+        _ => panic!("not an Error Indication"),
+    }
+}
+
+/// Rewrites ar$chksum so the fuzzer reaches the checks behind it.
+fn repair_nhrp_checksum(packet: &mut [u8]) {
+    if packet.len() >= nhrp::FIXED_LEN {
+        let size = usize::from(u16::from_be_bytes([packet[10], packet[11]])).min(packet.len());
+        packet[12..14].fill(0);
+        let c = checksum::checksum(&packet[..size.max(nhrp::FIXED_LEN)]);
+        packet[12..14].copy_from_slice(&c.to_be_bytes());
+    }
 }
 
 fn check(frame: &[u8], v: Verdict) {

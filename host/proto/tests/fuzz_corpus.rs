@@ -107,3 +107,34 @@ fn nhrp_corpus_and_mutations_hold_invariants() {
         "only {mutants_parsing} mutants parse"
     );
 }
+
+#[test]
+fn nhrp_server_corpus_and_mutations_hold_invariants() {
+    let mut runs = 0;
+    let mut total = fuzzing::NhrpServerRun::default();
+    for seed in corpus("nhrp_server") {
+        let run = fuzzing::nhrp_server(&seed);
+        total.parsed += run.parsed;
+        total.replies += run.replies;
+        total.error_indications += run.error_indications;
+        total.registrations += run.registrations;
+        for m in mutations(&seed) {
+            fuzzing::nhrp_server(&m);
+            // The same mutant with every record's checksum repaired is not expressible by a
+            // flip of the control bytes alone; flipping bit 5 of the first record's does it
+            // for that one.
+            let mut repaired = m;
+            if let Some(ctl) = repaired.get_mut(1) {
+                *ctl |= 0x20;
+            }
+            fuzzing::nhrp_server(&repaired);
+            runs += 2;
+        }
+    }
+    assert!(runs > 1000, "only {runs} mutated inputs");
+    // The seeds reach the handlers, not only the parser.
+    assert!(total.parsed >= 20, "{total:?}");
+    assert!(total.replies >= 20, "{total:?}");
+    assert!(total.error_indications >= 1, "{total:?}");
+    assert!(total.registrations >= 4, "{total:?}");
+}
