@@ -13,7 +13,9 @@ pub mod auth;
 pub mod client;
 pub mod errors;
 pub mod redirect;
+pub mod resolution;
 pub mod server;
+pub mod shortcut;
 
 #[cfg(test)]
 mod simulation_tests;
@@ -23,8 +25,13 @@ pub use client::{
     ReplyOutcome, Transmit,
 };
 pub use redirect::{RedirectLimiter, traffic_indication};
+pub use resolution::{ForwardError, ResolutionOutcome, TransitNhs, forward_resolution};
 pub use server::{
     Change, Outcome, Registration, RegistrationServer, RemovalCause, ServerConfig, ServerCounters,
+};
+pub use shortcut::{
+    Outgoing, Resolver, ResolverConfig, ResolverCounters, Shortcut, ShortcutChange, ShortcutOrigin,
+    ShortcutRemoval,
 };
 
 /// CIE codes of Registration Replies (RFC 2332 §5.2.4; FRR nhrpd `NHRP_CODE_*`).

@@ -191,6 +191,16 @@ impl RegistrationServer {
         self.table.get(&key(prefix))
     }
 
+    /// The live entry (expiry after `now`) with the longest registered prefix containing
+    /// `addr`, as an NHS resolves a destination. Work: one O(log n) table lookup per prefix
+    /// length of `addr`'s family.
+    pub fn longest_match(&self, addr: IpAddr, now: Duration) -> Option<&Registration> {
+        (0..=host_len(addr)).rev().find_map(|len| {
+            let prefix = Prefix::new(addr, len).ok()?;
+            self.table.get(&key(&prefix)).filter(|r| r.expires > now)
+        })
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.table.len()
