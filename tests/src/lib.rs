@@ -54,7 +54,8 @@ pub use plugins::{
 pub use stream::{DELIVERY_SETTLE, DRAIN_TIMEOUT, StreamReport, udp_deliveries, udp_stream};
 pub use topology::{
     Encap, LAN_V4_LEN, LAN_V6_LEN, MAX_SPOKES, METRICS_ADDR, NhrpOptions, SPOKE_ROUTES, Site,
-    SiteAddrs, SiteId, SpokeOptions, Topology, TopologyBuilder,
+    SiteAddrs, SiteId, SpokeOptions, Topology, TopologyBuilder, nat_gateway, nat_private_nbma,
+    nat_public_nbma,
 };
 pub use traffic::{
     CAPTURE_TIMEOUT, Digest, PacketSocket, TRANSFER_DEADLINE, ping, send_raw_gre, send_udp,

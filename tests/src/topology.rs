@@ -189,6 +189,8 @@ pub struct TopologyBuilder {
     nhrp: Option<NhrpOptions>,
     /// Spokes whose NHRP secret differs from the topology's.
     nhrp_secrets: Vec<(usize, String)>,
+    /// Spokes whose underlay sits behind a masquerading NAT router.
+    behind_nat: Vec<usize>,
 }
 
 impl TopologyBuilder {
@@ -278,6 +280,29 @@ impl TopologyBuilder {
         self
     }
 
+    /// Puts spoke `k` behind a NAT router namespace that masquerades (nftables) its underlay
+    /// traffic: the spoke's own underlay address becomes [`nat_private_nbma`]`(k)` on a
+    /// private /30, the NAT router's public address [`nat_public_nbma`]`(k)` on the
+    /// underlay bridge. Only meaningful with [`Self::nhrp`] (the hub learns the spoke from
+    /// its registrations).
+    pub fn behind_nat(mut self, k: usize) -> Self {
+        self.spoke_mut(k);
+        self.behind_nat.push(k);
+        self
+    }
+
+    /// The addresses of site `id` in this topology (a spoke behind NAT has its private
+    /// underlay address).
+    pub fn addrs(&self, id: SiteId) -> SiteAddrs {
+        let mut a = SiteAddrs::of(id);
+        if let SiteId::Spoke(k) = id
+            && self.behind_nat.contains(&k)
+        {
+            a.nbma = nat_private_nbma(k);
+        }
+        a
+    }
+
     /// Gives spoke `k` its own NHRP `secret` (e.g. a wrong one).
     pub fn nhrp_secret(mut self, k: usize, secret: &str) -> Self {
         self.spoke_mut(k);
@@ -301,7 +326,7 @@ impl TopologyBuilder {
     /// The config TOML of site `id`, with control socket `socket` and TUN name `tun`.
     /// Metrics stay off. Pure: creates nothing.
     pub fn render_config(&self, id: SiteId, socket: &Path, tun: &str) -> String {
-        let me = SiteAddrs::of(id);
+        let me = self.addrs(id);
         let mut toml = String::new();
         let mut line = |text: String| {
             toml.push_str(&text);
@@ -527,6 +552,7 @@ impl Topology {
             extra: Vec::new(),
             nhrp: None,
             nhrp_secrets: Vec::new(),
+            behind_nat: Vec::new(),
         }
     }
 
@@ -662,6 +688,8 @@ pub struct Site {
     pub router: Netns,
     /// The LAN host's namespace.
     pub host: Netns,
+    /// The NAT router's namespace, for a spoke behind NAT.
+    pub nat: Option<Netns>,
     /// The TUN name in the config.
     pub tun: String,
     /// The router's underlay interface.
@@ -764,7 +792,7 @@ impl Site {
             SiteId::Hub => "hub".to_owned(),
             SiteId::Spoke(k) => format!("s{k}"),
         };
-        let addrs = SiteAddrs::of(id);
+        let addrs = spec.addrs(id);
         let router = Netns::new(names.netns(&role))?;
         let host = Netns::new(names.netns(&format!("{role}l")))?;
         router.sysctl(&[
@@ -780,16 +808,64 @@ impl Site {
             ("net.ipv6.conf.default.accept_dad", "0"),
         ])?;
 
-        // Underlay: router veth <-> bridge port in the underlay namespace.
+        // Underlay: router veth <-> bridge port in the underlay namespace (or, behind NAT,
+        // router veth <-> NAT router, whose own veth goes to the bridge).
         let underlay_iface = names.device('u', index);
         let port = names.device('p', index);
-        router.ip(&format!(
-            "link add {underlay_iface} type veth peer name {port} netns {}",
-            underlay.name()
-        ))?;
-        underlay.ip(&format!("link set {port} master {bridge} up"))?;
-        router.ip(&format!("addr add {}/24 dev {underlay_iface}", addrs.nbma))?;
-        router.ip(&format!("link set {underlay_iface} up"))?;
+        let nat = match id {
+            SiteId::Spoke(k) if spec.behind_nat.contains(&k) => {
+                let nat = Netns::new(names.netns(&format!("{role}n")))?;
+                nat.sysctl(&[("net.ipv4.ip_forward", "1")])?;
+                let inside = names.device('i', index);
+                let outside = names.device('o', index);
+                router.ip(&format!(
+                    "link add {underlay_iface} type veth peer name {inside} netns {}",
+                    nat.name()
+                ))?;
+                nat.ip(&format!(
+                    "link add {outside} type veth peer name {port} netns {}",
+                    underlay.name()
+                ))?;
+                underlay.ip(&format!("link set {port} master {bridge} up"))?;
+                router.ip(&format!("addr add {}/30 dev {underlay_iface}", addrs.nbma))?;
+                router.ip(&format!("link set {underlay_iface} up"))?;
+                nat.ip(&format!("addr add {}/30 dev {inside}", nat_gateway(k)))?;
+                nat.ip(&format!("addr add {}/24 dev {outside}", nat_public_nbma(k)))?;
+                nat.ip(&format!("link set {inside} up"))?;
+                nat.ip(&format!("link set {outside} up"))?;
+                router.ip(&format!("route add default via {}", nat_gateway(k)))?;
+                for rule in [
+                    "add table ip mgrenat".to_owned(),
+                    "add chain ip mgrenat post { type nat hook postrouting priority 100 ; }"
+                        .to_owned(),
+                    format!("add rule ip mgrenat post oifname {outside} masquerade"),
+                ] {
+                    let args: Vec<&str> = std::iter::once("nft")
+                        .chain(rule.split_whitespace())
+                        .collect();
+                    let out = nat
+                        .exec(&args)
+                        .context("running nft (is nftables installed?)")?;
+                    if !out.status.success() {
+                        bail!(
+                            "nft {rule}: {}",
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        );
+                    }
+                }
+                Some(nat)
+            }
+            _ => {
+                router.ip(&format!(
+                    "link add {underlay_iface} type veth peer name {port} netns {}",
+                    underlay.name()
+                ))?;
+                underlay.ip(&format!("link set {port} master {bridge} up"))?;
+                router.ip(&format!("addr add {}/24 dev {underlay_iface}", addrs.nbma))?;
+                router.ip(&format!("link set {underlay_iface} up"))?;
+                None
+            }
+        };
 
         // LAN: router veth <-> host veth.
         let lan_iface = names.device('l', index);
@@ -839,6 +915,7 @@ impl Site {
             addrs,
             router,
             host,
+            nat,
             tun,
             underlay_iface,
             lan_iface,
@@ -862,6 +939,21 @@ fn plugin_dir_name(id: SiteId) -> String {
 fn list(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|item| quote(item)).collect();
     format!("[{}]", quoted.join(", "))
+}
+
+/// The private underlay address of spoke `k` behind NAT (on its /30 to the NAT router).
+pub fn nat_private_nbma(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, 101 + 4 * (k as u8 - 1))
+}
+
+/// The NAT router's address on spoke `k`'s private /30 (the spoke's default gateway).
+pub fn nat_gateway(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, 102 + 4 * (k as u8 - 1))
+}
+
+/// The public (post-NAT) underlay address of spoke `k`'s NAT router, on the bridge.
+pub fn nat_public_nbma(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, 20 + k as u8)
 }
 
 /// The most spokes the contract's LAN plan has room for.

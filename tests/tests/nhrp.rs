@@ -262,3 +262,49 @@ fn a_spoke_that_dies_without_purging_expires_at_its_holding_time() -> Result<()>
     );
     Ok(())
 }
+
+#[test]
+fn a_spoke_behind_nat_registers_over_gre_in_udp_and_is_reachable() -> Result<()> {
+    let mut topo = Topology::builder("nhnat")
+        .spokes(3)
+        .encap(3, Encap::GreUdp)
+        .behind_nat(3)
+        .nhrp(NhrpOptions::default())
+        .build()?;
+    topo.start()?;
+    for k in 1..=3 {
+        wait_registered(&topo, topo.spoke(k))?;
+    }
+    let public = mgre_e2e::nat_public_nbma(3).to_string();
+    let private = mgre_e2e::nat_private_nbma(3).to_string();
+    // The hub sees the spoke's claimed (private) address and where its packets come from.
+    let entries = dynamic(topo.hub())?;
+    let natted: Vec<&Value> = entries.iter().filter(|e| e["nbma"] == private).collect();
+    ensure!(
+        natted.len() == 4
+            && natted.iter().all(|e| e["underlay"] == public
+                && e["flags"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f == "nat"))),
+        "hub's view of the NATed spoke: {entries:?}"
+    );
+    // The spoke learnt its post-NAT address from the registration reply.
+    let nhs = topo.spoke(3).daemon().nhs()?;
+    ensure!(
+        nhs["servers"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["nat_nbma"] == public.as_str())),
+        "spoke3 did not detect NAT: {nhs}"
+    );
+    // Reachable both ways: the hub sends to the NAT's mapping of the spoke's port.
+    let (s1, s3) = (topo.spoke(1), topo.spoke(3));
+    for (from, to) in [(s1, s3), (s3, s1)] {
+        ensure_ping(&topo, from, to.addrs.host_v4.into())?;
+        ensure_ping(&topo, from, to.addrs.host_v6.into())?;
+    }
+    ensure_ping(&topo, topo.hub(), s3.addrs.host_v4.into())?;
+    let (sent, received) = tcp_transfer(&s1.host, &s3.host, s3.addrs.host_v4.into(), 1 << 20)
+        .with_context(|| topo.logs())?;
+    ensure!(sent == received, "TCP payload corrupted to the NATed spoke");
+    Ok(())
+}
