@@ -25,7 +25,9 @@ pub use client::{
     ReplyOutcome, Transmit,
 };
 pub use redirect::{RedirectLimiter, traffic_indication};
-pub use resolution::{ForwardError, ResolutionOutcome, TransitNhs, forward_resolution};
+pub use resolution::{
+    ForwardError, ResolutionOutcome, TransitNhs, forward_resolution, requester_address,
+};
 pub use server::{
     Change, Outcome, Registration, RegistrationServer, RemovalCause, ServerConfig, ServerCounters,
 };

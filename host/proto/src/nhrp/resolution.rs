@@ -69,8 +69,8 @@ pub enum ResolutionOutcome {
         /// NHS Record, authentication regenerated.
         message: NhrpRepr,
     },
-    /// Send the Resolution Reply `message` back to `to`, the underlay address the request
-    /// came from: the destination is this server's own address.
+    /// Send the Resolution Reply `message` to `to`, the requester (see
+    /// [`requester_address`]): the destination is this server's own address.
     Reply {
         /// Underlay destination.
         to: IpAddr,
@@ -87,7 +87,7 @@ pub enum ResolutionOutcome {
     },
     /// No registration covers the destination. The caller forwards the request to its own
     /// upstream NHS with [`forward_resolution`] (a regional hub in a hierarchy) or answers
-    /// with [`RegistrationServer::negative_resolution_reply`].
+    /// with [`RegistrationServer::negative_resolution_reply`] sent to [`requester_address`].
     Unresolved,
     /// The message is not a Resolution Request this server can handle: another type, no
     /// source or destination protocol address, an underlay source of another family than
@@ -163,7 +163,7 @@ impl RegistrationServer {
         if dst_proto == config.protocol_address {
             let answer = transit_cie(&transit);
             return ResolutionOutcome::Reply {
-                to: src_nbma,
+                to: requester_address(req, src_nbma),
                 message: resolution_reply(req, answer.clone(), Some(answer), transit.secret),
             };
         }
@@ -200,8 +200,8 @@ impl RegistrationServer {
     }
 
     /// The negative Resolution Reply (CIE code 12, [`NO_BINDING_EXISTS`]) to a request this
-    /// server could not resolve and has no upstream NHS for; send it back to the underlay
-    /// address the request came from.
+    /// server could not resolve and has no upstream NHS for; send it to
+    /// [`requester_address`].
     pub fn negative_resolution_reply(&self, req: &NhrpRepr) -> NhrpRepr {
         let transit = self.transit();
         let responder = (family(transit.nbma) == req.nbma
@@ -336,6 +336,21 @@ pub fn negative_reply(req: &NhrpRepr, responder: Option<Cie>, secret: Option<&[u
         proto: req.dst_proto,
     };
     resolution_reply(req, answer, responder, secret)
+}
+
+/// Where the answer to `req`, received from underlay address `src_nbma`, goes: straight to
+/// the requester, like every phase 3 answer, rather than back along the NHS path. That is the
+/// post-NAT address the request's NAT extension reports for the requester if any, else
+/// `src_nbma` when the request came directly from the requester (its Forward Transit NHS
+/// Record is empty or absent), else the request's source NBMA address.
+pub fn requester_address(req: &NhrpRepr, src_nbma: IpAddr) -> IpAddr {
+    let nat = req.src_proto.and_then(|p| nat_address_of(req, p));
+    let forwarded = req
+        .extensions
+        .iter()
+        .any(|e| matches!(&e.body, ExtensionBody::ForwardTransit(cies) if !cies.is_empty()));
+    nat.or(forwarded.then_some(req.src_nbma).flatten())
+        .unwrap_or(src_nbma)
 }
 
 /// Whether `req` is a Resolution Request.

@@ -1,7 +1,8 @@
 //! Deterministic simulations of hubs and spokes: every message goes through
 //! `NhrpRepr::emit` and `NhrpRepr::parse`, time advances from one timer deadline to the next,
 //! and an in-memory underlay delivers instantly, rewrites the source address of spokes behind
-//! NAT and drops what goes to a hub that is down.
+//! NAT and drops what goes to a hub that is down. Registration here, DMVPN phase 3
+//! resolution and shortcuts in [`phase3`].
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU16;
@@ -10,6 +11,8 @@ use std::time::Duration;
 use super::*;
 use crate::prefix::Prefix;
 use crate::wire::nhrp::{Body, NhrpRepr};
+
+mod phase3;
 
 fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, c, d))
@@ -28,7 +31,7 @@ const HUB2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2));
 
 fn hub_config(nbma: IpAddr) -> ServerConfig {
     ServerConfig {
-        protocol_address: ip(10, 0, 0, 1),
+        protocol_address: ip(203, 0, 113, 1),
         nbma_address: nbma,
         allowed_nbma: Vec::new(),
         secret: None,
@@ -37,18 +40,18 @@ fn hub_config(nbma: IpAddr) -> ServerConfig {
     }
 }
 
-/// Spoke `n`: overlay 10.0.0.n, NBMA 198.51.100.n, holding time 30 s, the given servers.
+/// Spoke `n`: overlay 203.0.113.n, NBMA 198.51.100.n, holding time 30 s, the given servers.
 fn spoke_config(n: u8, nhs: &[(IpAddr, u8)]) -> ClientConfig {
     ClientConfig {
         holding_time: NonZeroU16::new(30).unwrap(),
         first_request_id: u32::from(n) * 1000,
         ..ClientConfig::new(
             ip(198, 51, 100, n),
-            ip(10, 0, 0, n),
+            ip(203, 0, 113, n),
             nhs.iter()
                 .map(|&(nbma, priority)| NhsConfig {
                     nbma,
-                    protocol: Some(ip(10, 0, 0, 1)),
+                    protocol: Some(ip(203, 0, 113, 1)),
                     priority,
                 })
                 .collect(),
@@ -227,7 +230,7 @@ fn three_spokes() -> Net {
     for n in 11..=13 {
         let mut config = spoke_config(n, &[(HUB, 0)]);
         if n == 13 {
-            config.prefixes = vec![prefix("192.168.13.0/24")];
+            config.prefixes = vec![prefix("203.0.113.64/26")];
         }
         net.add_spoke(config, ip(198, 51, 100, n));
     }
@@ -246,10 +249,10 @@ fn three_spokes_register_and_refreshes_keep_them_for_many_holding_times() {
     assert_eq!(
         listed,
         [
-            (prefix("10.0.0.11/32"), ip(198, 51, 100, 11), secs(30)),
-            (prefix("10.0.0.12/32"), ip(198, 51, 100, 12), secs(30)),
-            (prefix("10.0.0.13/32"), ip(198, 51, 100, 13), secs(30)),
-            (prefix("192.168.13.0/24"), ip(198, 51, 100, 13), secs(30)),
+            (prefix("203.0.113.11/32"), ip(198, 51, 100, 11), secs(30)),
+            (prefix("203.0.113.12/32"), ip(198, 51, 100, 12), secs(30)),
+            (prefix("203.0.113.13/32"), ip(198, 51, 100, 13), secs(30)),
+            (prefix("203.0.113.64/26"), ip(198, 51, 100, 13), secs(30)),
         ]
     );
     assert!(net.spokes.iter().all(|s| s.client.active() == Some(HUB)));
@@ -292,9 +295,9 @@ fn a_spoke_that_stops_expires_one_holding_time_after_its_last_refresh() {
     net.spokes[1].running = false; // crashes after its refresh at 30 s
     net.changes.clear();
     net.run_until(secs(60) - Duration::from_millis(1));
-    assert!(net.hub(HUB).entry(&prefix("10.0.0.12/32")).is_some());
+    assert!(net.hub(HUB).entry(&prefix("203.0.113.12/32")).is_some());
     net.run_until(secs(60));
-    assert_eq!(net.hub(HUB).entry(&prefix("10.0.0.12/32")), None);
+    assert_eq!(net.hub(HUB).entry(&prefix("203.0.113.12/32")), None);
     assert_eq!(net.hub(HUB).len(), 3);
     let removed: Vec<_> = net
         .changes
@@ -307,7 +310,10 @@ fn a_spoke_that_stops_expires_one_holding_time_after_its_last_refresh() {
             _ => None,
         })
         .collect();
-    assert_eq!(removed, [(prefix("10.0.0.12/32"), RemovalCause::Expired)]);
+    assert_eq!(
+        removed,
+        [(prefix("203.0.113.12/32"), RemovalCause::Expired)]
+    );
     assert_eq!(net.hub(HUB).counters().expired, 1);
     net.run_until(secs(200));
     assert_eq!(net.hub(HUB).len(), 3);
@@ -317,21 +323,24 @@ fn a_spoke_that_stops_expires_one_holding_time_after_its_last_refresh() {
 fn a_spoke_behind_nat_is_recorded_with_its_public_address_and_learns_it() {
     let mut net = Net::new(vec![hub_config(HUB)]);
     let mut config = spoke_config(11, &[(HUB, 0)]);
-    config.nbma_address = ip(192, 168, 1, 11);
-    let natted = net.add_spoke(config, ip(203, 0, 113, 7));
+    config.nbma_address = ip(192, 0, 2, 11);
+    let natted = net.add_spoke(config, ip(192, 0, 2, 7));
     let direct = net.add_spoke(spoke_config(12, &[(HUB, 0)]), ip(198, 51, 100, 12));
     net.run_until(secs(25));
     let hub = net.hub(HUB);
-    let entry = hub.entry(&prefix("10.0.0.11/32")).unwrap();
+    let entry = hub.entry(&prefix("203.0.113.11/32")).unwrap();
     assert_eq!(
         (entry.nbma, entry.nat_nbma),
-        (ip(192, 168, 1, 11), Some(ip(203, 0, 113, 7)))
+        (ip(192, 0, 2, 11), Some(ip(192, 0, 2, 7)))
     );
-    assert_eq!(hub.entry(&prefix("10.0.0.12/32")).unwrap().nat_nbma, None);
+    assert_eq!(
+        hub.entry(&prefix("203.0.113.12/32")).unwrap().nat_nbma,
+        None
+    );
     // Registrations at 0, 10 and 20 s, each seen behind NAT.
     assert_eq!(hub.counters().nat_detected, 3);
     let status = |i: usize| net.spokes[i].client.statuses().next().unwrap();
-    assert_eq!(status(natted).nat_nbma, Some(ip(203, 0, 113, 7)));
+    assert_eq!(status(natted).nat_nbma, Some(ip(192, 0, 2, 7)));
     assert_eq!(status(direct).nat_nbma, None);
 }
 
@@ -345,8 +354,8 @@ fn shutdown_purges_the_entries_at_once() {
     assert_eq!((purge.op, purge.at, purge.nhs), (5, secs(12), HUB));
     let hub = net.hub(HUB);
     assert_eq!(hub.len(), 2);
-    assert_eq!(hub.entry(&prefix("10.0.0.13/32")), None);
-    assert_eq!(hub.entry(&prefix("192.168.13.0/24")), None);
+    assert_eq!(hub.entry(&prefix("203.0.113.13/32")), None);
+    assert_eq!(hub.entry(&prefix("203.0.113.64/26")), None);
     assert_eq!(hub.counters().purged, 2);
     assert!(net.changes.iter().all(|c| matches!(
         c,
@@ -374,17 +383,17 @@ fn naks_for_a_disallowed_underlay_address_and_a_wrong_secret() {
     let good = net.add_spoke(with_secret(11, b"s3cret"), ip(198, 51, 100, 11));
     let outsider = net.add_spoke(
         ClientConfig {
-            nbma_address: ip(203, 0, 113, 12),
+            nbma_address: ip(192, 0, 2, 12),
             ..with_secret(12, b"s3cret")
         },
-        ip(203, 0, 113, 12),
+        ip(192, 0, 2, 12),
     );
     let wrong = net.add_spoke(with_secret(13, b"guess"), ip(198, 51, 100, 13));
     net.run_until(secs(40));
 
     let hub = net.hub(HUB);
     let registered: Vec<_> = hub.entries().map(|r| r.prefix).collect();
-    assert_eq!(registered, [prefix("10.0.0.11/32")]);
+    assert_eq!(registered, [prefix("203.0.113.11/32")]);
     let codes = |spoke| -> Vec<Vec<u8>> {
         net.replies
             .iter()
@@ -453,7 +462,7 @@ fn a_spoke_fails_over_to_the_secondary_hub_and_returns_to_the_primary() {
     assert_eq!(net.spokes[spoke].client.active(), Some(HUB2));
     net.run_until(secs(51));
     assert_eq!(net.spokes[spoke].client.active(), Some(HUB));
-    assert!(net.hub(HUB).entry(&prefix("10.0.0.11/32")).is_some());
+    assert!(net.hub(HUB).entry(&prefix("203.0.113.11/32")).is_some());
 
     let to_primary: Vec<_> = net
         .sent
@@ -466,7 +475,7 @@ fn a_spoke_fails_over_to_the_secondary_hub_and_returns_to_the_primary() {
     // The secondary was refreshed all along.
     assert!(
         net.hub(HUB2)
-            .entry(&prefix("10.0.0.11/32"))
+            .entry(&prefix("203.0.113.11/32"))
             .unwrap()
             .expires
             > secs(51)
