@@ -394,3 +394,34 @@ fn other_messages_and_families_are_ignored() {
         ResolutionOutcome::Ignored
     );
 }
+
+#[test]
+fn answers_go_straight_to_the_requester() {
+    let regional = ip(198, 51, 100, 2);
+    let direct = resolution_request(HUB_PROTO, None);
+    // Straight from the requester: back where it came from (its post-NAT address, say).
+    assert_eq!(
+        requester_address(&direct, ip(192, 0, 2, 7)),
+        ip(192, 0, 2, 7)
+    );
+    // Through another NHS: to the requester's own NBMA address, or the NAT address the
+    // first hub reported for it.
+    let via = TransitNhs {
+        nbma: regional,
+        protocol: ip(203, 0, 113, 2),
+        holding_time: 60,
+        secret: None,
+    };
+    let mut forwarded = forward_resolution(&direct, &via, HUB_NBMA).unwrap();
+    assert_eq!(requester_address(&forwarded, regional), A_NBMA);
+    fill_empty_nat_extension(&mut forwarded, Some(nat_cie(ip(192, 0, 2, 7), A_PROTO)));
+    assert_eq!(requester_address(&forwarded, regional), ip(192, 0, 2, 7));
+    // The core hub answering for its own address answers the requester, not the regional
+    // hub.
+    let server = hub(None);
+    let forwarded = forward_resolution(&direct, &via, HUB_NBMA).unwrap();
+    assert!(matches!(
+        server.handle_resolution_request(secs(1), regional, &forwarded),
+        ResolutionOutcome::Reply { to: A_NBMA, .. }
+    ));
+}

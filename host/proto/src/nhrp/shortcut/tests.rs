@@ -444,3 +444,33 @@ fn packet_destinations_of_both_families() {
     assert_eq!(packet_destination(&[]), None);
     assert_eq!(packet_destination(&[0x50; 40]), None);
 }
+
+#[test]
+fn ipv6_overlay_and_underlay_work_the_same() {
+    let v6 = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let nhs = v6("2001:db8:100::1");
+    let (a_nbma, b_nbma) = (v6("2001:db8:100::11"), v6("2001:db8:100::12"));
+    let mut a = Resolver::new(config(a_nbma, v6("2001:db8:200::11")));
+    let mut b = Resolver::new(ResolverConfig {
+        prefixes: vec![prefix("2001:db8:300::/48")],
+        ..config(b_nbma, v6("2001:db8:200::12"))
+    });
+    let req = a.resolve(secs(0), nhs, v6("2001:db8:300::5")).unwrap();
+    assert_eq!(req.message.nbma, Family::Ipv6);
+    // Through the wire and back, as the peers see it.
+    let wire = |m: &NhrpRepr| {
+        let mut buf = Vec::new();
+        m.emit(&mut buf).unwrap();
+        NhrpRepr::parse(&buf).unwrap()
+    };
+    let (reply, b_changes) = b.handle_resolution_request(secs(0), nhs, &wire(&req.message));
+    let reply = reply.unwrap();
+    assert_eq!(reply.to, a_nbma);
+    let changes = a.handle_resolution_reply(secs(0), b_nbma, &wire(&reply.message));
+    assert!(matches!(&changes[..], [ShortcutChange::Added(s)]
+        if s.prefix == prefix("2001:db8:300::/48") && s.nbma == b_nbma));
+    assert!(matches!(&b_changes[..], [ShortcutChange::Added(s)]
+        if s.prefix == prefix("2001:db8:200::11/128") && s.nbma == a_nbma));
+    // An IPv4 destination is not this resolver's business.
+    assert_eq!(a.resolve(secs(0), nhs, ip(192, 0, 2, 1)), None);
+}

@@ -151,7 +151,13 @@ impl Dmvpn {
             src_proto: Some(server.protocol_address),
             dst_proto: Some(IpAddr::V4(dst)),
             body: Body::TrafficIndication { code: 0, packet },
-            extensions: Vec::new(),
+            // As FRR nhrpd completes every packet: with the interface's secret, if any.
+            extensions: server
+                .secret
+                .as_deref()
+                .map(auth::extension)
+                .into_iter()
+                .collect(),
         };
         let to = self.spokes[spoke].public;
         self.send(hub, to, ti);
@@ -325,6 +331,7 @@ impl Dmvpn {
                 spoke.resolver.handle_traffic_indication(now, from, &msg),
                 Vec::new(),
             ),
+            7 => (None, Vec::new()),
             other => panic!("unexpected op {other} at a spoke"),
         };
         self.record(s, changes);
@@ -532,4 +539,46 @@ fn phase3_a_regional_hub_forwards_unresolved_requests_to_the_core_hub() {
     );
     let k = net.spokes[a].resolver.counters();
     assert_eq!((k.naks, k.last_nak), (1, Some(12)));
+}
+
+#[test]
+fn phase3_with_a_shared_secret_every_hop_authenticates_and_a_stranger_is_refused() {
+    let secret = b"dmvpn".to_vec();
+    let mut net = Dmvpn::new(vec![(
+        ServerConfig {
+            secret: Some(secret.clone()),
+            ..hub_config(HUB)
+        },
+        None,
+    )]);
+    let a = net.add_spoke(11, None, HUB, ip(198, 51, 100, 11));
+    let b = net.add_spoke(12, Some("203.0.113.128/26"), HUB, ip(198, 51, 100, 12));
+    let c = net.add_spoke(13, None, HUB, ip(198, 51, 100, 13));
+    for (s, key) in [(a, &secret), (b, &secret), (c, &b"guess".to_vec())] {
+        let node = &mut net.spokes[s];
+        node.client = RegistrationClient::new(ClientConfig {
+            secret: Some(key.clone()),
+            ..node.client.config().clone()
+        })
+        .unwrap();
+        node.resolver = Resolver::new(ResolverConfig {
+            secret: Some(key.clone()),
+            ..node.resolver.config().clone()
+        });
+    }
+    net.run_until(secs(1));
+    assert_eq!(net.hub(HUB).len(), 3, "A's and B's entries, not C's");
+    net.traffic_indication(HUB, a, Ipv4Addr::new(203, 0, 113, 130));
+    assert_eq!(
+        net.shortcuts(a),
+        [(prefix("203.0.113.128/26"), ip(198, 51, 100, 12))]
+    );
+    // C's request fails authentication at the hub: an Error Indication (code 11) comes
+    // back, which C cannot trust either, so its request stays pending.
+    net.hops.clear();
+    net.resolve(c, HUB, ip(203, 0, 113, 130));
+    let path: Vec<_> = net.hops.iter().map(|h| (h.to, h.op)).collect();
+    assert_eq!(path, [(HUB, 1), (ip(198, 51, 100, 13), 7)]);
+    assert_eq!(net.shortcuts(c), []);
+    assert_eq!(net.spokes[c].resolver.pending().count(), 1);
 }
