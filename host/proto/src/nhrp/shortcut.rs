@@ -27,13 +27,12 @@ use std::num::NonZeroU16;
 use std::time::Duration;
 
 use crate::prefix::Prefix;
-use crate::wire::nhrp::{Body, Cie, Extension, ExtensionBody, NhrpRepr, Operation};
+use crate::wire::nhrp::{Body, Cie, Extension, ExtensionBody, FIXED_LEN, NhrpRepr, Operation};
 
-use super::resolution::{
-    REQUEST_FLAGS, is_resolution_request, nat_address_of, negative_reply, resolution_reply,
-};
+use super::resolution::{REQUEST_FLAGS, error_code::AUTHENTICATION_FAILURE};
 use super::server::{family, host_len};
-use super::{FLAG_PURGE_NO_REPLY, HOP_COUNT, auth, code};
+use super::{HOP_COUNT, auth, code};
+use answer::Answered;
 
 /// Configuration of a [`Resolver`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,6 +177,10 @@ pub struct ResolverCounters {
     pub naks: u64,
     /// The code of the last NAK.
     pub last_nak: Option<u8>,
+    /// Pending requests given up because an NHS answered with an Error Indication.
+    pub errors: u64,
+    /// The code of the last such Error Indication.
+    pub last_error: Option<u16>,
     /// Shortcuts added.
     pub added: u64,
     /// Shortcuts resolved again.
@@ -361,158 +364,45 @@ impl Resolver {
         self.install(now, prefix, nbma, holding_time, origin, pending.target)
     }
 
-    /// Handles a Resolution Request a hub forwarded (phase 3, destination side) from
-    /// underlay address `from`. For a destination inside this spoke's prefixes (its own
-    /// address included; the longest match answers) it returns the Resolution Reply to send
-    /// directly to the requester — at the NBMA address the request's NAT extension reports
-    /// for it, else its source NBMA address — and installs the reverse shortcut binding the
-    /// requester's address (host prefix) to that NBMA address. A destination that is not ours
-    /// is answered with a CIE code 12 NAK (so the requester stops retransmitting) and no
-    /// shortcut.
-    pub fn handle_resolution_request(
-        &mut self,
-        now: Duration,
-        from: IpAddr,
-        req: &NhrpRepr,
-    ) -> (Option<Outgoing>, Vec<ShortcutChange>) {
-        let (Some(src_proto), Some(dst_proto)) = (req.src_proto, req.dst_proto) else {
-            self.counters.ignored += 1;
-            return (None, Vec::new());
-        };
-        if !is_resolution_request(req)
-            || req.nbma != family(self.config.nbma_address)
-            || req.protocol != family(self.config.protocol_address)
-        {
-            self.counters.ignored += 1;
-            return (None, Vec::new());
-        }
-        if !self.authenticated(req) {
-            return (None, Vec::new());
-        }
-        let requester = nat_address_of(req, src_proto)
-            .or(req.src_nbma)
-            .unwrap_or(from);
-        let secret = self.config.secret.clone();
-        let own = self.own_host();
-        let responder = Some(self.cie(&own, code::SUCCESS));
-        let Some(prefix) = self.own_prefix(dst_proto) else {
-            self.counters.refused += 1;
-            let message = negative_reply(req, responder, secret.as_deref());
-            return (
-                Some(Outgoing {
-                    to: requester,
-                    message,
-                }),
-                Vec::new(),
-            );
-        };
-        self.counters.answered += 1;
-        let answer = self.cie(&prefix, code::SUCCESS);
-        let message = resolution_reply(req, answer, responder, secret.as_deref());
-        let asked = match &req.body {
-            Body::Entries { cies, .. } => cies.first().map_or(0, |c| c.holding_time),
-            _ => 0,
-        };
-        let holding_time = self.holding_time_or_default(asked);
-        let peer = Prefix::new(src_proto, host_len(src_proto))
-            .expect("a host prefix of the address's own family is valid");
-        let changes = self.install(
-            now,
-            peer,
-            requester,
-            holding_time,
-            ShortcutOrigin::Answered,
-            src_proto,
-        );
-        let record = self.answered.entry(requester).or_insert(Answered {
-            proto: src_proto,
-            prefixes: Vec::new(),
-            expires: now,
-        });
-        record.proto = src_proto;
-        record.expires = now + secs(self.config.holding_time.get());
-        if !record.prefixes.contains(&prefix) {
-            record.prefixes.push(prefix);
-        }
-        (
-            Some(Outgoing {
-                to: requester,
-                message,
-            }),
-            changes,
-        )
-    }
-
-    /// Handles a Purge Request from underlay address `from`: removes every shortcut inside a
-    /// prefix its CIEs name (protocol address and prefix length, the message's source
-    /// protocol address and a host prefix by default) that points at the sender's underlay
-    /// address `from` — the address the shortcut was learnt from, so the NBMA addresses the
-    /// message claims cannot make one spoke purge another's shortcuts. Returns the Purge Reply
-    /// (the request's CIEs, same request ID) unless the N flag asks for none.
-    pub fn handle_purge_request(
+    /// Handles an Error Indication from underlay address `from` about one of this spoke's
+    /// Resolution Requests (an NHS refused it: authentication failure, hop count, loop):
+    /// the pending request it names by request ID is given up at once instead of being
+    /// retransmitted. The indication must be authenticated unless its code is 11
+    /// (authentication failure), which the sender cannot authenticate to us (as FRR nhrpd
+    /// accepts it). Returns the error code when a pending request was dropped.
+    pub fn handle_error_indication(
         &mut self,
         _now: Duration,
-        from: IpAddr,
-        req: &NhrpRepr,
-    ) -> (Option<Outgoing>, Vec<ShortcutChange>) {
-        let (
-            Some(src_proto),
-            Body::Entries {
-                op: Operation::PurgeRequest,
-                flags,
-                request_id,
-                cies,
-            },
-        ) = (req.src_proto, &req.body)
-        else {
+        _from: IpAddr,
+        ei: &NhrpRepr,
+    ) -> Option<u16> {
+        let Body::ErrorIndication { code, packet, .. } = &ei.body else {
             self.counters.ignored += 1;
-            return (None, Vec::new());
+            return None;
         };
-        if !self.authenticated(req) {
-            return (None, Vec::new());
+        if *code != AUTHENTICATION_FAILURE && !self.authenticated(ei) {
+            return None;
         }
-        let mut changes = Vec::new();
-        for cie in cies {
-            let proto = cie.proto.unwrap_or(src_proto);
-            let Ok(purged) = Prefix::new(proto, normalised_len(cie.prefix_len, proto)) else {
-                continue;
-            };
-            let gone: Vec<_> = self
-                .shortcuts
-                .iter()
-                .filter(|(_, e)| {
-                    let s = &e.shortcut;
-                    purged.len() <= s.prefix.len()
-                        && purged.contains(s.prefix.addr())
-                        && s.nbma == from
-                })
-                .map(|(k, _)| *k)
-                .collect();
-            for k in gone {
-                if let Some(e) = self.shortcuts.remove(&k) {
-                    self.counters.purged += 1;
-                    changes.push(ShortcutChange::Removed {
-                        shortcut: e.shortcut,
-                        cause: ShortcutRemoval::Purged,
-                    });
-                }
+        // The packet in error starts with its fixed header (ar$op.type at byte 17); the
+        // request ID follows the 4 bytes of lengths and flags of the mandatory part. The
+        // copy may be cut, so it is read rather than parsed.
+        let id = match (packet.get(17), packet.get(FIXED_LEN + 4..FIXED_LEN + 8)) {
+            (Some(&OP_RESOLUTION_REQUEST), Some(&[a, b, c, d])) => u32::from_be_bytes([a, b, c, d]),
+            _ => {
+                self.counters.ignored += 1;
+                return None;
             }
+        };
+        let Some(p) = self.pending.remove(&id) else {
+            self.counters.ignored += 1;
+            return None;
+        };
+        if let Some(entry) = p.refresh.and_then(|k| self.shortcuts.get_mut(&k)) {
+            entry.refreshing = false;
         }
-        let reply = (flags & FLAG_PURGE_NO_REPLY == 0).then(|| Outgoing {
-            to: from,
-            message: NhrpRepr {
-                hop_count: HOP_COUNT,
-                body: Body::Entries {
-                    op: Operation::PurgeReply,
-                    flags: *flags,
-                    request_id: *request_id,
-                    cies: cies.clone(),
-                },
-                extensions: self.auth_extensions(),
-                ..req.clone()
-            },
-        });
-        (reply, changes)
+        self.counters.errors += 1;
+        self.counters.last_error = Some(*code);
+        Some(*code)
     }
 
     /// Reports that traffic went to the peer at underlay address `nbma` (the daemon saw its
@@ -626,41 +516,6 @@ impl Resolver {
         }
         self.answered.retain(|_, a| a.expires > now);
         (out, changes)
-    }
-
-    /// Stops resolving and returns a Purge Request (N flag: no reply wanted) to every spoke
-    /// this resolver answered within the holding time it granted, naming the prefixes it
-    /// answered with, so they withdraw their shortcuts to this spoke. The shortcuts stay
-    /// listed; the caller is going away.
-    #[must_use]
-    pub fn shutdown(&mut self) -> Vec<Outgoing> {
-        self.pending.clear();
-        let answered = std::mem::take(&mut self.answered);
-        answered
-            .into_iter()
-            .map(|(to, a)| {
-                let request_id = self.take_request_id();
-                let cies = a
-                    .prefixes
-                    .iter()
-                    .map(|p| Cie {
-                        holding_time: 0,
-                        ..self.cie(p, code::SUCCESS)
-                    })
-                    .collect();
-                Outgoing {
-                    to,
-                    message: self.message(
-                        Some(a.proto),
-                        Operation::PurgeRequest,
-                        FLAG_PURGE_NO_REPLY,
-                        request_id,
-                        cies,
-                        self.auth_extensions(),
-                    ),
-                }
-            })
-            .collect()
     }
 
     /// Sends a new Resolution Request for `target` to `nhs`; `refresh` names the shortcut it
@@ -921,14 +776,6 @@ struct Pending {
     refresh: Option<(IpAddr, u8)>,
 }
 
-/// A peer this spoke answered.
-#[derive(Clone, Debug)]
-struct Answered {
-    proto: IpAddr,
-    prefixes: Vec<Prefix>,
-    expires: Duration,
-}
-
 /// The destination address of the IPv4 or IPv6 packet at the start of `packet`.
 fn packet_destination(packet: &[u8]) -> Option<IpAddr> {
     match packet.first()? >> 4 {
@@ -974,5 +821,9 @@ fn secs(s: u16) -> Duration {
     Duration::from_secs(u64::from(s))
 }
 
+/// ar$op.type of a Resolution Request.
+const OP_RESOLUTION_REQUEST: u8 = 1;
+
+mod answer;
 #[cfg(test)]
 mod tests;

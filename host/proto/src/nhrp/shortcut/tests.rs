@@ -474,3 +474,59 @@ fn ipv6_overlay_and_underlay_work_the_same() {
     // An IPv4 destination is not this resolver's business.
     assert_eq!(a.resolve(secs(0), nhs, ip(192, 0, 2, 1)), None);
 }
+
+#[test]
+fn an_error_indication_about_a_pending_request_ends_it() {
+    let secret = Some(b"s".to_vec());
+    let mut a = Resolver::new(ResolverConfig {
+        secret: secret.clone(),
+        ..config(A_NBMA, A_PROTO)
+    });
+    let req = a.resolve(secs(0), NHS, B_PROTO).unwrap().message;
+    let mut packet = Vec::new();
+    req.emit(&mut packet).unwrap();
+    let indication = |code: u16, packet: Vec<u8>, authenticated: bool| NhrpRepr {
+        hop_count: 255,
+        src_nbma: Some(NHS),
+        src_proto: Some(ip(203, 0, 113, 1)),
+        dst_proto: Some(A_PROTO),
+        body: Body::ErrorIndication {
+            code,
+            offset: 0,
+            packet,
+        },
+        extensions: if authenticated {
+            vec![auth::extension(b"s")]
+        } else {
+            Vec::new()
+        },
+        ..req.clone()
+    };
+    // Unauthenticated (other than code 11), cut too short, or about another request: ignored.
+    assert_eq!(
+        a.handle_error_indication(secs(1), NHS, &indication(15, packet.clone(), false)),
+        None
+    );
+    assert_eq!(
+        a.handle_error_indication(secs(1), NHS, &indication(15, packet[..27].to_vec(), true)),
+        None
+    );
+    let mut other = packet.clone();
+    other[27] ^= 1;
+    assert_eq!(
+        a.handle_error_indication(secs(1), NHS, &indication(15, other, true)),
+        None
+    );
+    assert_eq!(a.pending().count(), 1);
+    assert_eq!(
+        a.handle_error_indication(secs(1), NHS, &indication(15, packet, true)),
+        Some(15)
+    );
+    assert_eq!(a.pending().count(), 0);
+    assert_eq!(a.poll_timeout(), None);
+    let k = a.counters();
+    assert_eq!(
+        (k.errors, k.last_error, k.authentication_failures),
+        (1, Some(15), 1)
+    );
+}

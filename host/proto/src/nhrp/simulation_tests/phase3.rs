@@ -331,7 +331,10 @@ impl Dmvpn {
                 spoke.resolver.handle_traffic_indication(now, from, &msg),
                 Vec::new(),
             ),
-            7 => (None, Vec::new()),
+            7 => {
+                let _ = spoke.resolver.handle_error_indication(now, from, &msg);
+                (None, Vec::new())
+            }
             other => panic!("unexpected op {other} at a spoke"),
         };
         self.record(s, changes);
@@ -573,12 +576,17 @@ fn phase3_with_a_shared_secret_every_hop_authenticates_and_a_stranger_is_refused
         net.shortcuts(a),
         [(prefix("203.0.113.128/26"), ip(198, 51, 100, 12))]
     );
-    // C's request fails authentication at the hub: an Error Indication (code 11) comes
-    // back, which C cannot trust either, so its request stays pending.
+    // C's request fails authentication at the hub: the Error Indication (code 11) that comes
+    // back ends it at once, without retransmissions.
     net.hops.clear();
     net.resolve(c, HUB, ip(203, 0, 113, 130));
     let path: Vec<_> = net.hops.iter().map(|h| (h.to, h.op)).collect();
     assert_eq!(path, [(HUB, 1), (ip(198, 51, 100, 13), 7)]);
     assert_eq!(net.shortcuts(c), []);
-    assert_eq!(net.spokes[c].resolver.pending().count(), 1);
+    assert_eq!(net.spokes[c].resolver.pending().count(), 0);
+    let k = net.spokes[c].resolver.counters();
+    assert_eq!(
+        (k.errors, k.last_error, k.retransmissions),
+        (1, Some(11), 0)
+    );
 }
