@@ -4,18 +4,21 @@
 //! 10 000 and 100 000 registrations; the time for 10 000 and 100 000 simulated spokes to converge;
 //! the heap bytes per registered spoke.
 //!
-//! Spoke `i` has NBMA address `2001:db8::/32` + `i` (documentation range; the IPv4 ones are
-//! too small for 100 000 spokes) and overlay address `10.0.0.0/8` + `i`, FRR's defaults
-//! (unique, holding time 7200 s) and one hub. Requests are the ones `RegistrationClient`
-//! builds, emitted once up front. Convergence and heap use are one-shot measurements
-//! printed to stderr before the criterion groups run; heap bytes come from a counting global
-//! allocator (bytes allocated minus freed while the table is built from requests).
+//! Spoke `i` has NBMA address `2001:db8::1:1` + `i` and overlay address `2001:db8:1::1:1` +
+//! `i`, FRR's defaults (unique, holding time 7200 s) and one hub (NBMA `2001:db8::1`, overlay
+//! `2001:db8:1::1`). Both are IPv6 subranges of the documentation prefix `2001:db8::/32`: the
+//! IPv4 documentation ranges hold 768 addresses, too few for 100 000 spokes, so the overlay is
+//! IPv6 too (16-byte protocol addresses, /128 host registrations). Requests are the ones
+//! `RegistrationClient` builds, emitted once up front. Convergence and heap use are one-shot
+//! measurements printed to stderr before the criterion groups run; heap bytes come from a
+//! counting global allocator (bytes allocated minus freed while the table is built from
+//! requests).
 //!
 //! Run: `cargo bench -p mgre-proto --bench nhrp -- --warm-up-time 1 --measurement-time 3`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU16;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -208,7 +211,7 @@ fn table(requests: &[Request]) -> RegistrationServer {
 
 fn hub_config(n: usize) -> ServerConfig {
     ServerConfig {
-        protocol_address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        protocol_address: HUB_OVERLAY,
         nbma_address: HUB,
         allowed_nbma: Vec::new(),
         secret: None,
@@ -217,13 +220,15 @@ fn hub_config(n: usize) -> ServerConfig {
     }
 }
 
-/// Spoke `i`: NBMA 2001:db8::1:0 + i, overlay 10.0.1.0 + i.
+/// Spoke `i`: NBMA 2001:db8::1:1 + i, overlay 2001:db8:1::1:1 + i.
 fn spoke_config(i: usize, holding_time: u16) -> ClientConfig {
     let i = u32::try_from(i).expect("fewer than 2^32 spokes");
     let nbma = IpAddr::V6(Ipv6Addr::from(
         u128::from(HUB_V6) + 0x1_0000 + u128::from(i),
     ));
-    let overlay = IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 1, 0)) + i));
+    let overlay = IpAddr::V6(Ipv6Addr::from(
+        u128::from(HUB_OVERLAY_V6) + 0x1_0000 + u128::from(i),
+    ));
     ClientConfig {
         holding_time: NonZeroU16::new(holding_time).expect("not zero"),
         ..ClientConfig::new(
@@ -231,7 +236,7 @@ fn spoke_config(i: usize, holding_time: u16) -> ClientConfig {
             overlay,
             vec![NhsConfig {
                 nbma: HUB,
-                protocol: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),
+                protocol: Some(HUB_OVERLAY),
                 priority: 0,
             }],
         )
@@ -279,5 +284,9 @@ const TABLE_SIZES: [usize; 3] = [1, 10_000, 100_000];
 const FRESH: usize = 1000;
 /// FRR's default holding time, seconds; also the hub's maximum.
 const HOLDING_TIME: u16 = 7200;
+/// The hub's NBMA (underlay) address; spokes' follow it at `+ 0x1_0000 + i`.
 const HUB_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 const HUB: IpAddr = IpAddr::V6(HUB_V6);
+/// The hub's overlay (protocol) address, in its own /48; spokes' follow it at `+ 0x1_0000 + i`.
+const HUB_OVERLAY_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+const HUB_OVERLAY: IpAddr = IpAddr::V6(HUB_OVERLAY_V6);

@@ -101,8 +101,8 @@ impl fmt::Display for Prefix {
 }
 
 /// Parses `a.b.c.d/n` or `x:y::z/n`; a bare address without `/n` is a host route (/32 or
-/// /128). Host bits in the address are zeroed, so `10.1.2.3/8` parses as `10.0.0.0/8`. The
-/// length must be plain decimal digits (no sign, no spaces).
+/// /128). Host bits in the address are zeroed, so `198.51.100.77/24` parses as
+/// `198.51.100.0/24`. The length must be plain decimal digits (no sign, no spaces).
 impl FromStr for Prefix {
     type Err = PrefixError;
 

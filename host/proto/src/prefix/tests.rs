@@ -39,8 +39,8 @@ fn prefix_new_zeroes_host_bits() {
 
 #[test]
 fn prefix_new_rejects_oversized_length() {
-    let a4: IpAddr = "10.0.0.1".parse().unwrap();
-    let a6: IpAddr = "::1".parse().unwrap();
+    let a4: IpAddr = "192.0.2.1".parse().unwrap();
+    let a6: IpAddr = "2001:db8::1".parse().unwrap();
     assert!(Prefix::new(a4, 32).is_ok());
     assert_eq!(Prefix::new(a4, 33), Err(PrefixError::LengthOutOfRange));
     assert!(Prefix::new(a6, 128).is_ok());
@@ -50,13 +50,13 @@ fn prefix_new_rejects_oversized_length() {
 
 #[test]
 fn prefix_contains_respects_length_and_family() {
-    let net = p("10.1.0.0/16");
-    assert!(net.contains("10.1.255.255".parse().unwrap()));
-    assert!(!net.contains("10.2.0.0".parse().unwrap()));
-    assert!(!net.contains("::ffff:10.1.0.1".parse().unwrap()));
-    assert!(p("0.0.0.0/0").contains("255.255.255.255".parse().unwrap()));
-    assert!(p("::/0").contains("ffff::1".parse().unwrap()));
-    assert!(!p("::/0").contains("1.2.3.4".parse().unwrap()));
+    let net = p("198.51.100.0/26");
+    assert!(net.contains("198.51.100.63".parse().unwrap()));
+    assert!(!net.contains("198.51.100.64".parse().unwrap()));
+    assert!(!net.contains("::ffff:198.51.100.1".parse().unwrap()));
+    assert!(p("0.0.0.0/0").contains("203.0.113.255".parse().unwrap()));
+    assert!(p("::/0").contains("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap()));
+    assert!(!p("::/0").contains("192.0.2.4".parse().unwrap()));
     assert!(p("2001:db8::1").contains("2001:db8::1".parse().unwrap()));
     assert!(!p("2001:db8::1").contains("2001:db8::2".parse().unwrap()));
 }
@@ -73,8 +73,8 @@ fn display_formats_address_and_length() {
 
 #[test]
 fn from_str_normalises_host_bits() {
-    assert_eq!(p("10.1.2.3/8"), p("10.0.0.0/8"));
-    assert_eq!(p("10.1.2.3/8").to_string(), "10.0.0.0/8");
+    assert_eq!(p("198.51.100.77/24"), p("198.51.100.0/24"));
+    assert_eq!(p("198.51.100.77/24").to_string(), "198.51.100.0/24");
     assert_eq!(p("2001:db8::ff/64").to_string(), "2001:db8::/64");
 }
 
@@ -83,19 +83,19 @@ fn from_str_rejects_invalid_input() {
     for bad in [
         "",
         "/24",
-        "10.0.0.0/",
-        "10.0.0.0/+8",
-        "10.0.0.0/-1",
-        "10.0.0.0/ 8",
-        "10.0.0.0/8 ",
-        "10.0.0.0/8/8",
-        "10.0.0.0/0x8",
-        "10.0.0.0/1234",
-        "10.0.0/8",
-        "10.0.0.256/8",
+        "192.0.2.0/",
+        "192.0.2.0/+24",
+        "192.0.2.0/-1",
+        "192.0.2.0/ 24",
+        "192.0.2.0/24 ",
+        "192.0.2.0/24/24",
+        "192.0.2.0/0x18",
+        "192.0.2.0/1234",
+        "192.0.2/24",
+        "192.0.2.256/24",
         "2001:db8::/64%eth0",
         "2001:db8:::/64",
-        "fe80::1%eth0",
+        "2001:db8::1%eth0",
         "host/24",
     ] {
         assert_eq!(
@@ -104,7 +104,12 @@ fn from_str_rejects_invalid_input() {
             "{bad:?}"
         );
     }
-    for bad in ["10.0.0.0/33", "10.0.0.0/256", "10.0.0.0/999", "::/129"] {
+    for bad in [
+        "192.0.2.0/33",
+        "192.0.2.0/256",
+        "192.0.2.0/999",
+        "2001:db8::/129",
+    ] {
         assert_eq!(
             bad.parse::<Prefix>(),
             Err(PrefixError::LengthOutOfRange),
@@ -163,21 +168,27 @@ fn default_routes_match_everything_in_their_family() {
 fn overlapping_prefixes_pick_the_longest() {
     let mut t = PrefixTable::new();
     t.insert(p("0.0.0.0/0"), 0);
-    t.insert(p("10.0.0.0/8"), 8);
-    t.insert(p("10.1.0.0/16"), 16);
-    t.insert(p("10.1.2.0/24"), 24);
-    t.insert(p("10.1.2.3/32"), 32);
-    assert_eq!(t.lookup_v4(v4("10.1.2.3")), Some(32));
-    assert_eq!(t.lookup_v4(v4("10.1.2.4")), Some(24));
-    assert_eq!(t.lookup_v4(v4("10.1.3.4")), Some(16));
-    assert_eq!(t.lookup_v4(v4("10.2.3.4")), Some(8));
-    assert_eq!(t.lookup_v4(v4("11.2.3.4")), Some(0));
+    t.insert(p("198.51.100.0/24"), 24);
+    t.insert(p("198.51.100.0/26"), 26);
+    t.insert(p("198.51.100.0/28"), 28);
+    t.insert(p("198.51.100.3/32"), 32);
+    assert_eq!(t.lookup_v4(v4("198.51.100.3")), Some(32));
+    assert_eq!(t.lookup_v4(v4("198.51.100.4")), Some(28));
+    assert_eq!(t.lookup_v4(v4("198.51.100.20")), Some(26));
+    assert_eq!(t.lookup_v4(v4("198.51.100.100")), Some(24));
+    assert_eq!(t.lookup_v4(v4("203.0.113.4")), Some(0));
     // Insertion order must not matter.
     let mut r = PrefixTable::new();
     for (q, v) in t.iter().collect::<Vec<_>>().into_iter().rev() {
         r.insert(q, v);
     }
-    for a in ["10.1.2.3", "10.1.2.4", "10.1.3.4", "10.2.3.4", "11.2.3.4"] {
+    for a in [
+        "198.51.100.3",
+        "198.51.100.4",
+        "198.51.100.20",
+        "198.51.100.100",
+        "203.0.113.4",
+    ] {
         assert_eq!(r.lookup_v4(v4(a)), t.lookup_v4(v4(a)), "{a}");
     }
 }
@@ -185,42 +196,42 @@ fn overlapping_prefixes_pick_the_longest() {
 #[test]
 fn insert_replaces_and_returns_old_value() {
     let mut t = PrefixTable::new();
-    assert_eq!(t.insert(p("10.0.0.0/8"), 1), None);
-    assert_eq!(t.insert(p("10.0.0.0/8"), 2), Some(1));
+    assert_eq!(t.insert(p("198.51.100.0/24"), 1), None);
+    assert_eq!(t.insert(p("198.51.100.0/24"), 2), Some(1));
     // Same network written with host bits is the same prefix.
-    assert_eq!(t.insert(p("10.9.9.9/8"), 3), Some(2));
+    assert_eq!(t.insert(p("198.51.100.99/24"), 3), Some(2));
     assert_eq!(t.len(), 1);
-    assert_eq!(t.get(&p("10.0.0.0/8")), Some(3));
-    assert_eq!(t.lookup_v4(v4("10.5.5.5")), Some(3));
+    assert_eq!(t.get(&p("198.51.100.0/24")), Some(3));
+    assert_eq!(t.lookup_v4(v4("198.51.100.55")), Some(3));
 }
 
 #[test]
 fn get_is_exact_match_only() {
     let mut t = PrefixTable::new();
-    t.insert(p("10.0.0.0/8"), 1);
-    assert_eq!(t.get(&p("10.0.0.0/8")), Some(1));
-    assert_eq!(t.get(&p("10.0.0.0/16")), None);
-    assert_eq!(t.get(&p("10.0.0.0/7")), None);
-    assert_eq!(t.get(&p("10.0.0.1")), None);
+    t.insert(p("198.51.100.0/25"), 1);
+    assert_eq!(t.get(&p("198.51.100.0/25")), Some(1));
+    assert_eq!(t.get(&p("198.51.100.0/26")), None);
+    assert_eq!(t.get(&p("198.51.100.0/24")), None);
+    assert_eq!(t.get(&p("198.51.100.1")), None);
 }
 
 #[test]
 fn remove_falls_back_to_shorter_prefix() {
     let mut t = PrefixTable::new();
-    t.insert(p("10.0.0.0/8"), 8);
-    t.insert(p("10.1.0.0/16"), 16);
+    t.insert(p("198.51.100.0/24"), 24);
+    t.insert(p("198.51.100.64/26"), 26);
     t.insert(p("2001:db8::/32"), 32);
     t.insert(p("2001:db8:1::/48"), 48);
-    assert_eq!(t.lookup_v4(v4("10.1.1.1")), Some(16));
-    assert_eq!(t.remove(&p("10.1.0.0/16")), Some(16));
-    assert_eq!(t.remove(&p("10.1.0.0/16")), None);
-    assert_eq!(t.lookup_v4(v4("10.1.1.1")), Some(8));
+    assert_eq!(t.lookup_v4(v4("198.51.100.65")), Some(26));
+    assert_eq!(t.remove(&p("198.51.100.64/26")), Some(26));
+    assert_eq!(t.remove(&p("198.51.100.64/26")), None);
+    assert_eq!(t.lookup_v4(v4("198.51.100.65")), Some(24));
     assert_eq!(t.lookup_v6(v6("2001:db8:1::5")), Some(48));
     assert_eq!(t.remove(&p("2001:db8:1::/48")), Some(48));
     assert_eq!(t.lookup_v6(v6("2001:db8:1::5")), Some(32));
-    assert_eq!(t.remove(&p("10.0.0.0/8")), Some(8));
+    assert_eq!(t.remove(&p("198.51.100.0/24")), Some(24));
     assert_eq!(t.remove(&p("2001:db8::/32")), Some(32));
-    assert_eq!(t.lookup_v4(v4("10.1.1.1")), None);
+    assert_eq!(t.lookup_v4(v4("198.51.100.65")), None);
     assert!(t.is_empty());
     assert_eq!(
         t.v4.levels.len() + t.v6.levels.len(),
@@ -232,47 +243,37 @@ fn remove_falls_back_to_shorter_prefix() {
 #[test]
 fn remove_of_absent_prefix_keeps_others() {
     let mut t = PrefixTable::new();
-    t.insert(p("10.0.0.0/8"), 8);
-    assert_eq!(t.remove(&p("11.0.0.0/8")), None);
-    assert_eq!(t.remove(&p("10.0.0.0/9")), None);
+    t.insert(p("198.51.100.0/24"), 24);
+    assert_eq!(t.remove(&p("203.0.113.0/24")), None);
+    assert_eq!(t.remove(&p("198.51.100.0/25")), None);
     assert_eq!(t.remove(&p("::/0")), None);
     // A hand-built prefix with an impossible length is simply absent.
     assert_eq!(t.remove(&Prefix::V4 { addr: 0, len: 200 }), None);
     assert_eq!(t.get(&Prefix::V4 { addr: 0, len: 200 }), None);
-    assert_eq!(t.lookup_v4(v4("10.0.0.1")), Some(8));
+    assert_eq!(t.lookup_v4(v4("198.51.100.1")), Some(24));
 }
 
 #[test]
 fn families_are_kept_apart() {
     let mut t = PrefixTable::new();
-    // Same numeric address and length in both families.
-    t.insert(
-        Prefix::V4 {
-            addr: 0x0a00_0000,
-            len: 8,
-        },
-        4,
-    );
+    // Same numeric address and length in both families: 198.51.100.0/24 as IPv4; as IPv6 a
+    // hand-built ::/24 (host bits set), which also covers IPv4-mapped addresses.
+    let net = v4("198.51.100.0");
+    t.insert(Prefix::V4 { addr: net, len: 24 }, 4);
     t.insert(
         Prefix::V6 {
-            addr: 0x0a00_0000,
-            len: 8,
+            addr: u128::from(net),
+            len: 24,
         },
         6,
     );
     assert_eq!(t.len(), 2);
-    assert_eq!(t.lookup_v4(0x0a00_0001), Some(4));
-    assert_eq!(t.lookup_v6(0x0a00_0001), Some(6));
-    assert_eq!(t.lookup_v6(v6("::ffff:10.0.0.1")), Some(6));
-    assert_eq!(
-        t.remove(&Prefix::V4 {
-            addr: 0x0a00_0000,
-            len: 8
-        }),
-        Some(4)
-    );
-    assert_eq!(t.lookup_v4(0x0a00_0001), None);
-    assert_eq!(t.lookup_v6(0x0a00_0001), Some(6));
+    assert_eq!(t.lookup_v4(net + 1), Some(4));
+    assert_eq!(t.lookup_v6(u128::from(net + 1)), Some(6));
+    assert_eq!(t.lookup_v6(v6("::ffff:198.51.100.1")), Some(6));
+    assert_eq!(t.remove(&Prefix::V4 { addr: net, len: 24 }), Some(4));
+    assert_eq!(t.lookup_v4(net + 1), None);
+    assert_eq!(t.lookup_v6(u128::from(net + 1)), Some(6));
 }
 
 #[test]
@@ -280,13 +281,13 @@ fn hand_built_prefix_host_bits_are_ignored() {
     let mut t = PrefixTable::new();
     t.insert(
         Prefix::V4 {
-            addr: v4("10.1.2.3"),
-            len: 8,
+            addr: v4("198.51.100.77"),
+            len: 24,
         },
         1,
     );
-    assert_eq!(t.get(&p("10.0.0.0/8")), Some(1));
-    assert_eq!(t.iter().next(), Some((p("10.0.0.0/8"), 1)));
+    assert_eq!(t.get(&p("198.51.100.0/24")), Some(1));
+    assert_eq!(t.iter().next(), Some((p("198.51.100.0/24"), 1)));
 }
 
 #[test]
@@ -300,8 +301,8 @@ fn insert_panics_on_oversized_hand_built_length() {
 fn iter_yields_every_entry_longest_first() {
     let mut t = PrefixTable::new();
     let entries = [
-        (p("10.0.0.0/8"), 1),
-        (p("10.1.2.3"), 2),
+        (p("198.51.100.0/24"), 1),
+        (p("198.51.100.3"), 2),
         (p("0.0.0.0/0"), 3),
         (p("2001:db8::/32"), 4),
         (p("::/0"), 5),
@@ -313,8 +314,8 @@ fn iter_yields_every_entry_longest_first() {
     assert_eq!(
         got,
         vec![
-            (p("10.1.2.3"), 2),
-            (p("10.0.0.0/8"), 1),
+            (p("198.51.100.3"), 2),
+            (p("198.51.100.0/24"), 1),
             (p("0.0.0.0/0"), 3),
             (p("2001:db8::/32"), 4),
             (p("::/0"), 5),
@@ -325,25 +326,28 @@ fn iter_yields_every_entry_longest_first() {
 #[test]
 fn heap_bytes_grows_with_entries() {
     let mut t = PrefixTable::new();
-    t.insert(p("10.0.0.0/8"), 1u32);
+    // IPv6, as the documentation IPv4 ranges cannot hold 1000 distinct prefixes.
+    t.insert(p("2001:db8::/32"), 1u32);
     let one = t.heap_bytes();
     assert!(one > 0);
+    // 2001:db8:0:i::/64 for every i.
+    let base = v6("2001:db8::");
     for i in 0..1000u32 {
         t.insert(
-            Prefix::V4 {
-                addr: i << 8,
-                len: 24,
+            Prefix::V6 {
+                addr: base | (u128::from(i) << 64),
+                len: 64,
             },
             i,
         );
     }
     let many = t.heap_bytes();
     assert!(
-        many > one + 1000 * size_of::<(u32, u32)>(),
+        many > one + 1000 * size_of::<(u128, u32)>(),
         "{one} -> {many}"
     );
     // Loose upper bound: under ~4x the raw slot size per entry.
-    assert!(many < 1001 * 4 * size_of::<(u32, u32)>() + 4096, "{many}");
+    assert!(many < 1001 * 4 * size_of::<(u128, u32)>() + 4096, "{many}");
 }
 
 // ---- Property tests against a naive oracle ----
@@ -401,12 +405,14 @@ enum Op {
     RemoveExisting(usize),
 }
 
-/// A few fixed bases so generated prefixes nest and collide often.
-const V4_BASES: [u32; 3] = [0x0a00_0000, 0xc0a8_0100, 0xcb00_7140];
+/// A few fixed bases so generated prefixes nest and collide often: 192.0.2.0, 198.51.100.0
+/// and 203.0.113.64; 2001:db8::, 2001:db8:1:2:: and the IPv4-mapped ::ffff:192.0.2.1, whose
+/// top 16 bits differ from the other two's.
+const V4_BASES: [u32; 3] = [0xc000_0200, 0xc633_6400, 0xcb00_7140];
 const V6_BASES: [u128; 3] = [
     0x2001_0db8_0000_0000_0000_0000_0000_0000,
     0x2001_0db8_0001_0002_0000_0000_0000_0000,
-    0xfd00_0000_0000_0000_0000_0000_0000_0001,
+    0x0000_0000_0000_0000_0000_ffff_c000_0201,
 ];
 
 /// A prefix near one of the bases: the base with its low `noise_bits` bits perturbed.

@@ -25,7 +25,7 @@ fn fix_checksum(buf: &mut [u8]) {
     buf[12..14].copy_from_slice(&c.to_be_bytes());
 }
 
-/// A Registration Request from spoke 10.0.0.11 (NBMA 198.51.100.11) to its NHS 10.0.0.1, as
+/// A Registration Request from spoke 192.0.2.11 (NBMA 198.51.100.11) to its NHS 192.0.2.1, as
 /// FRR nhrpd builds it: unique + NAT flags, one CIE without addresses, the three placeholder
 /// extensions, the Cisco NAT extension with the spoke's own addresses, End.
 #[rustfmt::skip]
@@ -36,7 +36,7 @@ const REGISTRATION_REQUEST: [u8; 92] = [
     0x00, 0x00, 0x00, 0x00, 0x00, // ar$pro.snap
     0x40,                         // ar$hopcnt: 64
     0x00, 0x5c,                   // ar$pktsz: 92
-    0xd0, 0x1f,                   // ar$chksum
+    0xa8, 0x1d,                   // ar$chksum
     0x00, 0x34,                   // ar$extoff: 52
     0x01,                         // ar$op.version
     0x03,                         // ar$op.type: Registration Request
@@ -48,8 +48,8 @@ const REGISTRATION_REQUEST: [u8; 92] = [
     0x80, 0x02,                   // flags: U (unique) | NAT
     0x00, 0x00, 0x00, 0x2a,       // request ID 42
     198, 51, 100, 11,             // source NBMA address
-    10, 0, 0, 11,                 // source protocol address
-    10, 0, 0, 1,                  // destination protocol address (the NHS)
+    192, 0, 2, 11,                // source protocol address
+    192, 0, 2, 1,                 // destination protocol address (the NHS)
     // CIE.
     0x00,                         // code: success
     0xff,                         // prefix length
@@ -65,11 +65,11 @@ const REGISTRATION_REQUEST: [u8; 92] = [
     0x00, 0x09, 0x00, 0x14,       // NAT address (Cisco), 20 bytes: one CIE
     0x00, 0x20, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x04, 0x00,
     198, 51, 100, 11,
-    10, 0, 0, 11,
+    192, 0, 2, 11,
     0x80, 0x00, 0x00, 0x00,       // End
 ];
 
-/// A Resolution Reply from the spoke owning 10.0.0.12 to the requester 10.0.0.11: one CIE
+/// A Resolution Reply from the spoke owning 192.0.2.12 to the requester 192.0.2.11: one CIE
 /// with NBMA 198.51.100.12, a Responder Address extension, empty transit records, End.
 #[rustfmt::skip]
 const RESOLUTION_REPLY: [u8; 96] = [
@@ -77,7 +77,7 @@ const RESOLUTION_REPLY: [u8; 96] = [
     0x00, 0x00, 0x00, 0x00, 0x00, // snap
     0x3f,                         // hop count 63
     0x00, 0x60,                   // packet size 96
-    0x39, 0x0d,                   // checksum
+    0x59, 0x0a,                   // checksum
     0x00, 0x3c,                   // extension offset 60
     0x01, 0x02,                   // version 1, Resolution Reply
     0x04, 0x00,                   // shtl 4, sstl 0
@@ -85,17 +85,17 @@ const RESOLUTION_REPLY: [u8; 96] = [
     0xc0, 0x00,                   // flags: Q (source is router) | A (authoritative)
     0x00, 0x00, 0x00, 0x07,       // request ID 7
     198, 51, 100, 11,             // source NBMA (the requester)
-    10, 0, 0, 11,                 // source protocol address
-    10, 0, 0, 12,                 // destination protocol address (resolved)
-    // CIE: success, /32, MTU 1400, holding 7200, NBMA 198.51.100.12 for 10.0.0.12.
+    192, 0, 2, 11,                // source protocol address
+    192, 0, 2, 12,                // destination protocol address (resolved)
+    // CIE: success, /32, MTU 1400, holding 7200, NBMA 198.51.100.12 for 192.0.2.12.
     0x00, 0x20, 0x00, 0x00, 0x05, 0x78, 0x1c, 0x20, 0x04, 0x00, 0x04, 0x00,
     198, 51, 100, 12,
-    10, 0, 0, 12,
+    192, 0, 2, 12,
     // Responder Address, compulsory, 20 bytes: the responder's CIE.
     0x80, 0x03, 0x00, 0x14,
     0x00, 0x20, 0x00, 0x00, 0x00, 0x00, 0x1c, 0x20, 0x04, 0x00, 0x04, 0x00,
     198, 51, 100, 12,
-    10, 0, 0, 12,
+    192, 0, 2, 12,
     0x80, 0x04, 0x00, 0x00,       // Forward Transit NHS Record
     0x80, 0x05, 0x00, 0x00,       // Reverse Transit NHS Record
     0x80, 0x00, 0x00, 0x00,       // End
@@ -110,7 +110,7 @@ fn registration_request() -> NhrpRepr {
         preference: 0,
         nbma: v4(198, 51, 100, 11),
         nbma_subaddress: vec![],
-        proto: v4(10, 0, 0, 11),
+        proto: v4(192, 0, 2, 11),
     };
     let ext = |compulsory, body| Extension { compulsory, body };
     NhrpRepr {
@@ -120,8 +120,8 @@ fn registration_request() -> NhrpRepr {
         hop_count: 64,
         src_nbma: v4(198, 51, 100, 11),
         src_nbma_subaddress: vec![],
-        src_proto: v4(10, 0, 0, 11),
-        dst_proto: v4(10, 0, 0, 1),
+        src_proto: v4(192, 0, 2, 11),
+        dst_proto: v4(192, 0, 2, 1),
         body: Body::Entries {
             op: Operation::RegistrationRequest,
             flags: 0x8002,
@@ -155,7 +155,7 @@ fn resolution_reply() -> NhrpRepr {
         preference: 0,
         nbma: v4(198, 51, 100, 12),
         nbma_subaddress: vec![],
-        proto: v4(10, 0, 0, 12),
+        proto: v4(192, 0, 2, 12),
     };
     NhrpRepr {
         nbma: Family::Ipv4,
@@ -164,8 +164,8 @@ fn resolution_reply() -> NhrpRepr {
         hop_count: 63,
         src_nbma: v4(198, 51, 100, 11),
         src_nbma_subaddress: vec![],
-        src_proto: v4(10, 0, 0, 11),
-        dst_proto: v4(10, 0, 0, 12),
+        src_proto: v4(192, 0, 2, 11),
+        dst_proto: v4(192, 0, 2, 12),
         body: Body::Entries {
             op: Operation::ResolutionReply,
             flags: 0xc000,
@@ -199,7 +199,7 @@ fn registration_request_bytes() {
     assert_eq!(repr.buffer_len(), REGISTRATION_REQUEST.len());
     let view = NhrpPacket::new_checked(&REGISTRATION_REQUEST[..]).expect("valid");
     assert_eq!(view.extension_offset(), 52);
-    assert_eq!(view.checksum_field(), 0xd01f);
+    assert_eq!(view.checksum_field(), 0xa81d);
     assert_eq!((view.shtl(), view.sstl()), (4, 0));
 }
 
@@ -295,7 +295,7 @@ fn error_and_traffic_indication_layout() {
     repr.body = Body::TrafficIndication {
         code: 0,
         packet: vec![
-            0x45, 0, 0, 20, 0, 0, 0x40, 0, 64, 1, 0, 0, 10, 0, 0, 11, 10, 0, 0, 12,
+            0x45, 0, 0, 20, 0, 0, 0x40, 0, 64, 1, 0, 0, 192, 0, 2, 11, 192, 0, 2, 12,
         ],
     };
     let buf = emitted(&repr);
@@ -326,7 +326,7 @@ fn accepts_frr_checksums_including_odd_lengths() {
     // Even length: FRR's checksum is the RFC 1071 one.
     let mut even = REGISTRATION_REQUEST;
     even[12..14].fill(0);
-    assert_eq!(frr_checksum_le(&even), [0xd0, 0x1f]);
+    assert_eq!(frr_checksum_le(&even), [0xa8, 0x1d]);
     // Odd length: a Traffic Indication about a 21-byte packet, checksummed as FRR does.
     let mut repr = registration_request();
     repr.extensions.clear();
