@@ -48,6 +48,10 @@ pub enum SiteId {
     Hub,
     /// Spoke `k`, 1 ..= [`MAX_SPOKES`].
     Spoke(usize),
+    /// A second hub (underlay .2, the same LAN addresses as the hub), only in NHRP
+    /// topologies built with [`TopologyBuilder::backup_hub`]: every spoke registers with
+    /// both and prefers the hub.
+    BackupHub,
 }
 
 impl SiteId {
@@ -56,14 +60,17 @@ impl SiteId {
         match self {
             Self::Hub => "hub".to_owned(),
             Self::Spoke(k) => format!("spoke{k}"),
+            Self::BackupHub => "hub2".to_owned(),
         }
     }
 
-    /// Position in [`Topology::sites`]: 0 for the hub, `k` for spoke `k`.
+    /// Index in device names: 0 for the hub, `k` for spoke `k`, [`MAX_SPOKES`] + 1 for the
+    /// backup hub (also the order of [`Topology::sites`]).
     pub fn index(self) -> usize {
         match self {
             Self::Hub => 0,
             Self::Spoke(k) => k,
+            Self::BackupHub => MAX_SPOKES + 1,
         }
     }
 }
@@ -99,6 +106,7 @@ impl SiteAddrs {
     pub fn of(id: SiteId) -> Self {
         let (host_octet, lan_base, lan_v6_net) = match id {
             SiteId::Hub => (1u8, 192u8, 0xffu16),
+            SiteId::BackupHub => (2u8, 192u8, 0xffu16),
             SiteId::Spoke(k) => {
                 assert!(
                     (1..=MAX_SPOKES).contains(&k),
@@ -156,6 +164,8 @@ pub struct NhrpOptions {
     pub secret: Option<String>,
     /// The hub's `allowed-nbma`.
     pub allowed_nbma: Vec<String>,
+    /// The spokes' `failover-after` (absent: the daemon's default).
+    pub failover_after: Option<u32>,
 }
 
 impl Default for NhrpOptions {
@@ -164,6 +174,7 @@ impl Default for NhrpOptions {
             holdtime: 30,
             secret: None,
             allowed_nbma: Vec::new(),
+            failover_after: None,
         }
     }
 }
@@ -191,6 +202,8 @@ pub struct TopologyBuilder {
     nhrp_secrets: Vec<(usize, String)>,
     /// Spokes whose underlay sits behind a masquerading NAT router.
     behind_nat: Vec<usize>,
+    /// A second hub (NHRP only).
+    backup_hub: bool,
 }
 
 impl TopologyBuilder {
@@ -291,6 +304,13 @@ impl TopologyBuilder {
         self
     }
 
+    /// Adds [`SiteId::BackupHub`]: a second NHS every spoke registers with (priority 2; the
+    /// hub has 1). Only meaningful with [`Self::nhrp`].
+    pub fn backup_hub(mut self) -> Self {
+        self.backup_hub = true;
+        self
+    }
+
     /// The addresses of site `id` in this topology (a spoke behind NAT has its private
     /// underlay address).
     pub fn addrs(&self, id: SiteId) -> SiteAddrs {
@@ -320,6 +340,7 @@ impl TopologyBuilder {
     pub fn site_ids(&self) -> Vec<SiteId> {
         std::iter::once(SiteId::Hub)
             .chain((1..=self.spokes.len()).map(SiteId::Spoke))
+            .chain(self.backup_hub.then_some(SiteId::BackupHub))
             .collect()
     }
 
@@ -350,7 +371,8 @@ impl TopologyBuilder {
         line(String::new());
         line("[tunnel]".into());
         line(format!("name = {}", quote(tun)));
-        let role = if id == SiteId::Hub { "hub" } else { "spoke" };
+        let hub_role = matches!(id, SiteId::Hub | SiteId::BackupHub);
+        let role = if hub_role { "hub" } else { "spoke" };
         line(format!("role = {}", quote(role)));
         line(format!(
             "address = {}",
@@ -374,8 +396,8 @@ impl TopologyBuilder {
         }
         let nhrp = self.nhrp.as_ref();
         match (id, nhrp) {
-            (SiteId::Hub, None) => line("routes = []".into()),
-            (SiteId::Hub, Some(_)) => line(format!(
+            (SiteId::Hub | SiteId::BackupHub, None) => line("routes = []".into()),
+            (SiteId::Hub | SiteId::BackupHub, Some(_)) => line(format!(
                 "routes = {}",
                 list(&SPOKE_ROUTES.map(str::to_owned))
             )),
@@ -400,18 +422,21 @@ impl TopologyBuilder {
                     .find(|(s, _)| *s == k)
                     .map(|(_, secret)| secret.clone())
                     .or_else(|| n.secret.clone()),
-                SiteId::Hub => n.secret.clone(),
+                SiteId::Hub | SiteId::BackupHub => n.secret.clone(),
             };
             if let Some(secret) = secret {
                 line(format!("secret = {}", quote(&secret)));
             }
             match id {
-                SiteId::Hub => {
+                SiteId::Hub | SiteId::BackupHub => {
                     if !n.allowed_nbma.is_empty() {
                         line(format!("allowed-nbma = {}", list(&n.allowed_nbma)));
                     }
                 }
                 SiteId::Spoke(k) => {
+                    if let Some(f) = n.failover_after {
+                        line(format!("failover-after = {f}"));
+                    }
                     line(format!(
                         "register = {}",
                         list(&[
@@ -419,25 +444,30 @@ impl TopologyBuilder {
                             format!("{}/{LAN_V6_LEN}", me.lan_v6)
                         ])
                     ));
-                    let hub = SiteAddrs::of(SiteId::Hub);
-                    line(String::new());
-                    line("[[nhrp.nhs]]".into());
-                    line(format!("name = {}", quote("hub")));
-                    line(format!("nbma = {}", quote(&hub.nbma.to_string())));
-                    line(format!(
-                        "address = {}",
-                        list(&[hub.tunnel_v4.to_string(), hub.tunnel_v6.to_string()])
-                    ));
-                    line(format!(
-                        "encap = {}",
-                        quote(self.spokes[k - 1].encap.as_str())
-                    ));
+                    let hubs = std::iter::once(SiteId::Hub)
+                        .chain(self.backup_hub.then_some(SiteId::BackupHub));
+                    for (priority, hub_id) in hubs.enumerate() {
+                        let hub = SiteAddrs::of(hub_id);
+                        line(String::new());
+                        line("[[nhrp.nhs]]".into());
+                        line(format!("name = {}", quote(&hub_id.peer_name())));
+                        line(format!("nbma = {}", quote(&hub.nbma.to_string())));
+                        line(format!(
+                            "address = {}",
+                            list(&[hub.tunnel_v4.to_string(), hub.tunnel_v6.to_string()])
+                        ));
+                        line(format!(
+                            "encap = {}",
+                            quote(self.spokes[k - 1].encap.as_str())
+                        ));
+                        line(format!("priority = {}", priority + 1));
+                    }
                 }
             }
         }
         let peers: Vec<(SiteId, SpokeOptions)> = match (id, nhrp) {
-            (SiteId::Hub, Some(_)) => Vec::new(),
-            (SiteId::Hub, None) => (1..=self.spokes.len())
+            (SiteId::Hub | SiteId::BackupHub, Some(_)) => Vec::new(),
+            (SiteId::Hub | SiteId::BackupHub, None) => (1..=self.spokes.len())
                 .map(|k| (SiteId::Spoke(k), self.spokes[k - 1]))
                 .collect(),
             (SiteId::Spoke(k), Some(_)) => self
@@ -553,6 +583,7 @@ impl Topology {
             nhrp: None,
             nhrp_secrets: Vec::new(),
             behind_nat: Vec::new(),
+            backup_hub: false,
         }
     }
 
@@ -599,11 +630,12 @@ impl Topology {
     /// If the topology has no such site.
     pub fn site(&self, id: SiteId) -> &Site {
         self.sites
-            .get(id.index())
+            .iter()
+            .find(|s| s.id == id)
             .unwrap_or_else(|| panic!("no site {id:?}"))
     }
 
-    /// All sites: the hub, then spokes in order.
+    /// All sites: the hub, then spokes in order, then the backup hub if any.
     pub fn sites(&self) -> &[Site] {
         &self.sites
     }
@@ -653,7 +685,8 @@ impl Topology {
 
     fn site_mut(&mut self, id: SiteId) -> &mut Site {
         self.sites
-            .get_mut(id.index())
+            .iter_mut()
+            .find(|s| s.id == id)
             .unwrap_or_else(|| panic!("no site {id:?}"))
     }
 }
@@ -790,6 +823,7 @@ impl Site {
         let index = id.index();
         let role = match id {
             SiteId::Hub => "hub".to_owned(),
+            SiteId::BackupHub => "hubb".to_owned(),
             SiteId::Spoke(k) => format!("s{k}"),
         };
         let addrs = spec.addrs(id);
@@ -906,7 +940,7 @@ impl Site {
         fs::write(&config, spec.render_config(id, &socket, &tun))
             .with_context(|| format!("writing {}", config.display()))?;
         let encap = match id {
-            SiteId::Hub => Encap::Gre,
+            SiteId::Hub | SiteId::BackupHub => Encap::Gre,
             SiteId::Spoke(k) => spec.spokes[k - 1].encap,
         };
         Ok(Self {

@@ -308,3 +308,95 @@ fn a_spoke_behind_nat_registers_over_gre_in_udp_and_is_reachable() -> Result<()>
     ensure!(sent == received, "TCP payload corrupted to the NATed spoke");
     Ok(())
 }
+
+#[test]
+fn with_two_hubs_traffic_resumes_through_the_other_when_one_dies() -> Result<()> {
+    // holdtime 6 s: refreshes every 2 s; a hub that leaves a refresh and one retransmission
+    // (1 s, then 2 s backoff) unanswered counts as lost, so each spoke moves to the backup
+    // hub at most holdtime/3 + 1 + 2 s after the hub dies.
+    let holdtime = 6u64;
+    let bound = Duration::from_secs(holdtime / 3 + 1 + 2 + 3);
+    let mut topo = Topology::builder("nhtwo")
+        .spokes(2)
+        .backup_hub()
+        .nhrp(NhrpOptions {
+            holdtime: holdtime as u16,
+            failover_after: Some(1),
+            ..NhrpOptions::default()
+        })
+        .build()?;
+    topo.start()?;
+    let hub2 = mgre_e2e::SiteId::BackupHub;
+    for k in 1..=2 {
+        wait_registered(&topo, topo.spoke(k))?;
+        let nbma = topo.spoke(k).addrs.nbma.to_string();
+        let mut got = Vec::new();
+        let ok = wait_until(REGISTER_WAIT, POLL, || {
+            got = registered_for(topo.site(hub2), &nbma)?;
+            Ok(got.len() == 4)
+        })?;
+        ensure!(
+            ok,
+            "spoke{k} not registered with hub2: {got:?}\n{}",
+            topo.logs()
+        );
+    }
+    let (s1, s2) = (topo.spoke(1), topo.spoke(2));
+    let target: IpAddr = s2.addrs.host_v4.into();
+    ensure_ping(&topo, s1, target)?;
+    let via_hub = counter(&topo.hub().daemon().stats()?, "/hairpin/packets")?;
+    ensure!(via_hub > 0, "traffic did not go through the preferred hub");
+    let hub2_before = counter(&topo.site(hub2).daemon().stats()?, "/hairpin/packets")?;
+
+    // Mid-stream: a ping every 200 ms runs while the preferred hub dies.
+    let stream = std::thread::scope(|scope| -> Result<(bool, Duration)> {
+        let pinger = scope.spawn(|| ping(&s1.host, target, 120));
+        std::thread::sleep(Duration::from_secs(2));
+        let killed = std::time::Instant::now();
+        topo_kill(&topo)?;
+        // Poll from a second host-side probe until the path works again.
+        let resumed = wait_until(bound + Duration::from_secs(10), POLL, || {
+            Ok(ping(&s1.host, target, 1))
+        })?;
+        let took = killed.elapsed();
+        let _ = pinger.join();
+        Ok((resumed, took))
+    });
+    let (resumed, took) = stream?;
+    ensure!(
+        resumed,
+        "traffic never resumed after the hub died\n{}",
+        topo.logs()
+    );
+    ensure!(
+        took <= bound,
+        "traffic resumed only after {took:?} (bound {bound:?})\n{}",
+        topo.logs()
+    );
+    // Through the backup hub, which both spokes now name active.
+    let hub2_after = counter(&topo.site(hub2).daemon().stats()?, "/hairpin/packets")?;
+    ensure!(hub2_after > hub2_before, "the backup hub carried nothing");
+    for k in 1..=2 {
+        let nhs = topo.spoke(k).daemon().nhs()?;
+        let active: Vec<&Value> = nhs["servers"]
+            .as_array()
+            .context("servers")?
+            .iter()
+            .filter(|s| s["active"] == true)
+            .collect();
+        ensure!(
+            !active.is_empty() && active.iter().all(|s| s["nbma"] == "192.0.2.2"),
+            "spoke{k} NHS state after failover: {nhs}"
+        );
+    }
+    Ok(())
+}
+
+/// Kills the preferred hub's daemon (SIGKILL: it neither purges nor says goodbye).
+fn topo_kill(topo: &Topology) -> Result<()> {
+    let pid = topo.hub().daemon().pid().context("hub pid")?;
+    // SAFETY: plain syscall on the PID of a daemon this test started and has not reaped.
+    let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    ensure!(r == 0, "kill({pid}) failed");
+    Ok(())
+}
