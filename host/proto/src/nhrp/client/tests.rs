@@ -23,11 +23,11 @@ fn config() -> ClientConfig {
         first_request_id: 100,
         ..ClientConfig::new(
             ip(198, 51, 100, 11),
-            ip(10, 0, 0, 11),
+            ip(203, 0, 113, 11),
             vec![
                 NhsConfig {
                     nbma: PRIMARY,
-                    protocol: Some(ip(10, 0, 0, 1)),
+                    protocol: Some(ip(203, 0, 113, 1)),
                     priority: 0,
                 },
                 NhsConfig {
@@ -78,7 +78,7 @@ fn counters(c: &RegistrationClient, nhs: IpAddr) -> NhsCounters {
 #[test]
 fn the_first_poll_registers_with_every_server_as_frr_does() {
     let mut config = config();
-    config.prefixes = vec!["192.168.11.0/24".parse().unwrap()];
+    config.prefixes = vec!["203.0.113.64/26".parse().unwrap()];
     config.secret = Some(b"k".to_vec());
     config.mtu = 1400;
     let mut c = RegistrationClient::new(config).unwrap();
@@ -93,10 +93,10 @@ fn the_first_poll_registers_with_every_server_as_frr_does() {
         (Family::Ipv4, Family::Ipv4, 3)
     );
     assert_eq!(m.src_nbma, Some(ip(198, 51, 100, 11)));
-    assert_eq!(m.src_proto, Some(ip(10, 0, 0, 11)));
-    assert_eq!(m.dst_proto, Some(ip(10, 0, 0, 1)));
+    assert_eq!(m.src_proto, Some(ip(203, 0, 113, 11)));
+    assert_eq!(m.dst_proto, Some(ip(203, 0, 113, 1)));
     // Without a configured overlay address the server is addressed by our own.
-    assert_eq!(out[1].message.dst_proto, Some(ip(10, 0, 0, 11)));
+    assert_eq!(out[1].message.dst_proto, Some(ip(203, 0, 113, 11)));
     let Body::Entries { flags, cies, .. } = &m.body else {
         panic!("entries")
     };
@@ -109,7 +109,7 @@ fn the_first_poll_registers_with_every_server_as_frr_does() {
     assert_eq!((cies[0].holding_time, cies[0].mtu), (30, 1400));
     assert_eq!(
         (cies[1].prefix_len, cies[1].proto),
-        (24, Some(ip(192, 168, 11, 0)))
+        (26, Some(ip(203, 0, 113, 64)))
     );
     let kinds: Vec<_> = m
         .extensions
@@ -358,23 +358,23 @@ fn the_nat_address_reported_by_the_server_is_kept() {
         preference: 0,
         nbma: Some(nbma),
         nbma_subaddress: Vec::new(),
-        proto: Some(ip(10, 0, 0, 11)),
+        proto: Some(ip(203, 0, 113, 11)),
     };
     r.extensions.push(Extension {
         compulsory: false,
-        body: ExtensionBody::NatAddress(vec![cie(ip(198, 51, 100, 11)), cie(ip(203, 0, 113, 7))]),
+        body: ExtensionBody::NatAddress(vec![cie(ip(198, 51, 100, 11)), cie(ip(198, 51, 100, 7))]),
     });
     let _ = c.handle_reply(secs(0), PRIMARY, &r);
     assert_eq!(
         c.statuses().next().unwrap().nat_nbma,
-        Some(ip(203, 0, 113, 7))
+        Some(ip(198, 51, 100, 7))
     );
 }
 
 #[test]
 fn shutdown_purges_every_registration_and_goes_idle() {
     let mut config = config();
-    config.prefixes = vec!["192.168.11.0/24".parse().unwrap()];
+    config.prefixes = vec!["203.0.113.64/26".parse().unwrap()];
     let mut c = RegistrationClient::new(config).unwrap();
     let out = c.poll(secs(0));
     let _ = c.handle_reply(secs(0), PRIMARY, &reply(&out[0], 0, 30));
@@ -393,8 +393,8 @@ fn shutdown_purges_every_registration_and_goes_idle() {
     assert_eq!(
         named,
         [
-            (Some(ip(10, 0, 0, 11)), 32, Some(ip(198, 51, 100, 11))),
-            (Some(ip(192, 168, 11, 0)), 24, Some(ip(198, 51, 100, 11))),
+            (Some(ip(203, 0, 113, 11)), 32, Some(ip(198, 51, 100, 11))),
+            (Some(ip(203, 0, 113, 64)), 26, Some(ip(198, 51, 100, 11))),
         ]
     );
     assert!(c.statuses().all(|s| s.state == NhsState::Idle));

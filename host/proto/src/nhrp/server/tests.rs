@@ -16,7 +16,7 @@ fn secs(s: u64) -> Duration {
 
 fn config() -> ServerConfig {
     ServerConfig {
-        protocol_address: ip(10, 0, 0, 1),
+        protocol_address: ip(203, 0, 113, 1),
         nbma_address: ip(198, 51, 100, 1),
         allowed_nbma: Vec::new(),
         secret: None,
@@ -46,7 +46,7 @@ fn site_cie(addr: IpAddr, len: u8) -> Cie {
     }
 }
 
-/// A request from spoke `n` (overlay 10.0.0.n, NBMA 198.51.100.n).
+/// A request from spoke `n` (overlay 203.0.113.n, NBMA 198.51.100.n).
 fn request(op: Operation, n: u8, flags: u16, id: u32, cies: Vec<Cie>) -> NhrpRepr {
     NhrpRepr {
         nbma: Family::Ipv4,
@@ -55,8 +55,8 @@ fn request(op: Operation, n: u8, flags: u16, id: u32, cies: Vec<Cie>) -> NhrpRep
         hop_count: 255,
         src_nbma: Some(ip(198, 51, 100, n)),
         src_nbma_subaddress: Vec::new(),
-        src_proto: Some(ip(10, 0, 0, n)),
-        dst_proto: Some(ip(10, 0, 0, 1)),
+        src_proto: Some(ip(203, 0, 113, n)),
+        dst_proto: Some(ip(203, 0, 113, 1)),
         body: Body::Entries {
             op,
             flags,
@@ -94,14 +94,14 @@ fn registers_the_host_and_a_site_prefix() {
     let req = registration(
         11,
         42,
-        vec![host_cie(7200), site_cie(ip(192, 168, 11, 0), 24)],
+        vec![host_cie(7200), site_cie(ip(203, 0, 113, 64), 26)],
     );
     let out = s.handle_request(secs(100), ip(198, 51, 100, 11), &req);
     let reply = out.reply.as_ref().unwrap();
     assert_eq!(reply.op_type(), 4);
     assert_eq!(reply.src_nbma, Some(ip(198, 51, 100, 11)));
-    assert_eq!(reply.src_proto, Some(ip(10, 0, 0, 11)));
-    assert_eq!(reply.dst_proto, Some(ip(10, 0, 0, 1)));
+    assert_eq!(reply.src_proto, Some(ip(203, 0, 113, 11)));
+    assert_eq!(reply.dst_proto, Some(ip(203, 0, 113, 1)));
     let Body::Entries {
         flags,
         request_id,
@@ -116,12 +116,12 @@ fn registers_the_host_and_a_site_prefix() {
     // 7200 is clamped to the maximum; 300 is granted as asked.
     assert_eq!((cies[0].holding_time, cies[1].holding_time), (600, 300));
 
-    let host = s.entry(&prefix("10.0.0.11/32")).unwrap().clone();
+    let host = s.entry(&prefix("203.0.113.11/32")).unwrap().clone();
     assert_eq!(host.nbma, ip(198, 51, 100, 11));
     assert_eq!(host.nat_nbma, None);
     assert_eq!(host.expires, secs(700));
     assert_eq!((host.request_id, host.unique, host.mtu), (42, true, 1400));
-    let site = s.entry(&prefix("192.168.11.0/24")).unwrap().clone();
+    let site = s.entry(&prefix("203.0.113.64/26")).unwrap().clone();
     assert_eq!(site.expires, secs(400));
     assert_eq!(out.changes, [Change::Added(host), Change::Added(site)]);
     assert_eq!(s.entries().count(), 2);
@@ -138,7 +138,10 @@ fn a_zero_holding_time_gets_the_maximum() {
         &registration(11, 1, vec![host_cie(0)]),
     );
     assert_eq!(codes(&out), [0]);
-    assert_eq!(s.entry(&prefix("10.0.0.11/32")).unwrap().holding_time, 600);
+    assert_eq!(
+        s.entry(&prefix("203.0.113.11/32")).unwrap().holding_time,
+        600
+    );
 }
 
 #[test]
@@ -147,7 +150,7 @@ fn a_refresh_from_the_same_nbma_extends_the_expiry() {
     let src = ip(198, 51, 100, 11);
     let _ = s.handle_request(secs(0), src, &registration(11, 1, vec![host_cie(60)]));
     let out = s.handle_request(secs(20), src, &registration(11, 2, vec![host_cie(60)]));
-    let entry = s.entry(&prefix("10.0.0.11/32")).unwrap().clone();
+    let entry = s.entry(&prefix("203.0.113.11/32")).unwrap().clone();
     assert_eq!((entry.expires, entry.request_id), (secs(80), 2));
     assert_eq!(out.changes, [Change::Refreshed(entry)]);
     assert_eq!((s.counters().added, s.counters().refreshed), (1, 1));
@@ -161,8 +164,8 @@ fn a_unique_entry_of_another_nbma_is_refused_with_code_14() {
         ip(198, 51, 100, 11),
         &registration(11, 1, vec![host_cie(60)]),
     );
-    // Spoke 12 claims 10.0.0.11 from its own NBMA address, with and without the U flag.
-    let mut thief = registration(12, 7, vec![site_cie(ip(10, 0, 0, 11), 32)]);
+    // Spoke 12 claims 203.0.113.11 from its own NBMA address, with and without the U flag.
+    let mut thief = registration(12, 7, vec![site_cie(ip(203, 0, 113, 11), 32)]);
     let out = s.handle_request(secs(1), ip(198, 51, 100, 12), &thief);
     assert_eq!(codes(&out), [code::UNIQUE_ADDRESS_REGISTERED]);
     thief.body = match thief.body {
@@ -179,7 +182,7 @@ fn a_unique_entry_of_another_nbma_is_refused_with_code_14() {
     assert!(out.changes.is_empty());
     assert_eq!(s.counters().nak_unique, 2);
     assert_eq!(
-        s.entry(&prefix("10.0.0.11/32")).unwrap().nbma,
+        s.entry(&prefix("203.0.113.11/32")).unwrap().nbma,
         ip(198, 51, 100, 11)
     );
 }
@@ -189,7 +192,7 @@ fn a_non_unique_entry_is_taken_over() {
     let mut s = RegistrationServer::new(config());
     let owner = request(Operation::RegistrationRequest, 11, 0, 1, vec![host_cie(60)]);
     let _ = s.handle_request(secs(0), ip(198, 51, 100, 11), &owner);
-    let other = registration(12, 2, vec![site_cie(ip(10, 0, 0, 11), 32)]);
+    let other = registration(12, 2, vec![site_cie(ip(203, 0, 113, 11), 32)]);
     let out = s.handle_request(secs(1), ip(198, 51, 100, 12), &other);
     assert_eq!(codes(&out), [0]);
     let Change::Replaced { old, new } = &out.changes[0] else {
@@ -208,8 +211,12 @@ fn a_disallowed_underlay_source_is_refused_with_code_4() {
         allowed_nbma: vec![prefix("198.51.100.0/24")],
         ..config()
     });
-    let req = registration(11, 1, vec![host_cie(60), site_cie(ip(192, 168, 0, 0), 16)]);
-    let out = s.handle_request(secs(0), ip(203, 0, 113, 11), &req);
+    let req = registration(
+        11,
+        1,
+        vec![host_cie(60), site_cie(ip(203, 0, 113, 128), 25)],
+    );
+    let out = s.handle_request(secs(0), ip(192, 0, 2, 11), &req);
     assert_eq!(codes(&out), [code::ADMINISTRATIVELY_PROHIBITED; 2]);
     assert!(s.is_empty());
     assert_eq!(s.counters().nak_prohibited_nbma, 1);
@@ -249,7 +256,7 @@ fn a_full_table_refuses_new_prefixes_with_code_5_but_still_refreshes() {
         ..config()
     });
     let src = ip(198, 51, 100, 11);
-    let req = registration(11, 1, vec![host_cie(60), site_cie(ip(192, 168, 11, 0), 24)]);
+    let req = registration(11, 1, vec![host_cie(60), site_cie(ip(203, 0, 113, 64), 26)]);
     let out = s.handle_request(secs(0), src, &req);
     assert_eq!(codes(&out), [code::SUCCESS, code::INSUFFICIENT_RESOURCES]);
     let out = s.handle_request(secs(1), src, &req);
@@ -263,10 +270,10 @@ fn a_full_table_refuses_new_prefixes_with_code_5_but_still_refreshes() {
 fn nat_is_detected_recorded_and_echoed() {
     let mut s = RegistrationServer::new(config());
     let mut req = registration(11, 1, vec![host_cie(60)]);
-    req.src_nbma = Some(ip(192, 168, 1, 2));
+    req.src_nbma = Some(ip(192, 0, 2, 2));
     let own_nat_cie = Cie {
-        nbma: Some(ip(192, 168, 1, 2)),
-        proto: Some(ip(10, 0, 0, 11)),
+        nbma: Some(ip(192, 0, 2, 2)),
+        proto: Some(ip(203, 0, 113, 11)),
         prefix_len: 32,
         ..host_cie(0)
     };
@@ -274,13 +281,13 @@ fn nat_is_detected_recorded_and_echoed() {
         compulsory: false,
         body: ExtensionBody::NatAddress(vec![own_nat_cie.clone()]),
     }];
-    let public = ip(203, 0, 113, 7);
+    let public = ip(198, 51, 100, 7);
     let out = s.handle_request(secs(0), public, &req);
     assert_eq!(codes(&out), [0]);
-    let entry = s.entry(&prefix("10.0.0.11/32")).unwrap();
+    let entry = s.entry(&prefix("203.0.113.11/32")).unwrap();
     assert_eq!(
         (entry.nbma, entry.nat_nbma),
-        (ip(192, 168, 1, 2), Some(public))
+        (ip(192, 0, 2, 2), Some(public))
     );
     assert_eq!(s.counters().nat_detected, 1);
     let reply = out.reply.unwrap();
@@ -298,7 +305,7 @@ fn nat_is_detected_recorded_and_echoed() {
                     preference: 0,
                     nbma: Some(public),
                     nbma_subaddress: Vec::new(),
-                    proto: Some(ip(10, 0, 0, 11)),
+                    proto: Some(ip(203, 0, 113, 11)),
                 }
             ]),
         }]
@@ -338,7 +345,7 @@ fn responder_and_transit_extensions_are_answered() {
         panic!("{:?}", reply.extensions)
     };
     assert_eq!(cies[0].nbma, Some(ip(198, 51, 100, 1)));
-    assert_eq!(cies[0].proto, Some(ip(10, 0, 0, 1)));
+    assert_eq!(cies[0].proto, Some(ip(203, 0, 113, 1)));
     assert_eq!(cies[0].holding_time, 600);
 }
 
@@ -353,7 +360,7 @@ fn entries_expire_exactly_at_their_holding_time() {
     assert!(s.expire(secs(70) - Duration::from_nanos(1)).is_empty());
     let gone = s.expire(secs(70));
     assert_eq!(gone.len(), 1);
-    assert_eq!(gone[0].prefix, prefix("10.0.0.11/32"));
+    assert_eq!(gone[0].prefix, prefix("203.0.113.11/32"));
     assert!(s.is_empty());
     assert_eq!(s.counters().expired, 1);
     assert_eq!(s.poll_timeout(), None);
@@ -391,11 +398,11 @@ fn only_the_owner_can_purge() {
     let _ = s.handle_request(
         secs(0),
         src,
-        &registration(11, 1, vec![host_cie(60), site_cie(ip(192, 168, 11, 0), 24)]),
+        &registration(11, 1, vec![host_cie(60), site_cie(ip(203, 0, 113, 64), 26)]),
     );
     let purge_cies = vec![Cie {
         nbma: Some(src),
-        ..site_cie(ip(10, 0, 0, 11), 32)
+        ..site_cie(ip(203, 0, 113, 11), 32)
     }];
     // Spoke 12 tries to purge spoke 11's host entry, claiming spoke 11's NBMA address.
     let forged = request(Operation::PurgeRequest, 11, 0, 9, purge_cies.clone());
@@ -414,7 +421,7 @@ fn only_the_owner_can_purge() {
     assert!(matches!(
         &out.changes[..],
         [Change::Removed { cause: RemovalCause::Purged, registration }]
-            if registration.prefix == prefix("10.0.0.11/32")
+            if registration.prefix == prefix("203.0.113.11/32")
     ));
     assert_eq!(s.counters().purged, 1);
 
@@ -423,7 +430,7 @@ fn only_the_owner_can_purge() {
         11,
         FLAG_PURGE_NO_REPLY,
         11,
-        vec![site_cie(ip(192, 168, 11, 0), 24)],
+        vec![site_cie(ip(203, 0, 113, 64), 26)],
     );
     let out = s.handle_purge(secs(2), src, &quiet);
     assert_eq!(out.reply, None);
