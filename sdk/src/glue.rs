@@ -14,6 +14,9 @@ use crate::abi::{
 use crate::bindings::mgre::policy::types as wit;
 use crate::host;
 use crate::net::Prefix;
+use crate::nhrp::{
+    Admission, QosGroup, Refusal, Registration, ShortcutKind, ShortcutRequest, ShortcutVerdict,
+};
 use crate::plugin::{Hooks, Info, InitContext, PeerInfo, Plugin, Role};
 
 /// One plugin instance as the host sees it.
@@ -55,6 +58,33 @@ impl<P: Plugin> Runner<P> {
     /// The `route` export: one 24-byte verdict per 64-byte packet slot.
     pub fn route(&mut self, batch: &[u8]) -> Vec<u8> {
         run_hook::<P, _, ROUTE_SLOT>(self.plugin.as_mut(), batch, P::route, Route::write)
+    }
+
+    /// The `admit-registration` export. Before `init` it accepts without attributes; a
+    /// request with an address the SDK cannot parse (a host bug) is refused with the reason.
+    pub fn admit_registration(&mut self, req: wit::Registration) -> wit::Admission {
+        let admission = match (self.plugin.as_mut(), registration_from_wit(&req)) {
+            (Some(plugin), Ok(req)) => plugin.admit_registration(&req),
+            (None, _) => Admission::accept(),
+            (Some(_), Err(reason)) => Admission::refuse(reason),
+        };
+        host::flush_counters();
+        admission_to_wit(admission)
+    }
+
+    /// The `shortcut-policy` export. Before `init` it allows; a request with an address the
+    /// SDK cannot parse (a host bug) is denied.
+    pub fn shortcut_policy(&mut self, req: wit::ShortcutRequest) -> wit::ShortcutVerdict {
+        let verdict = match (self.plugin.as_mut(), shortcut_from_wit(&req)) {
+            (Some(plugin), Some(req)) => plugin.shortcut_policy(&req),
+            (None, _) => ShortcutVerdict::Allow,
+            (Some(_), None) => ShortcutVerdict::Deny,
+        };
+        host::flush_counters();
+        match verdict {
+            ShortcutVerdict::Allow => wit::ShortcutVerdict::Allow,
+            ShortcutVerdict::Deny => wit::ShortcutVerdict::Deny,
+        }
     }
 
     /// The plugin, once initialised.
@@ -165,12 +195,64 @@ fn parse_address(s: &str) -> Option<IpAddr> {
     s.split_once('/').map_or(s, |(a, _len)| a).parse().ok()
 }
 
+/// The WIT registration as SDK types; `Err` names a value the host should never send.
+fn registration_from_wit(req: &wit::Registration) -> Result<Registration, String> {
+    let address = |what: &str, s: &str| {
+        parse_address(s).ok_or_else(|| format!("the host passed a bad {what} address `{s}`"))
+    };
+    let prefixes = req
+        .prefixes
+        .iter()
+        .map(|s| {
+            s.parse::<Prefix>()
+                .map_err(|e| format!("the host passed a bad prefix `{s}`: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Registration {
+        prefixes,
+        nbma: address("NBMA", &req.nbma)?,
+        source: address("source", &req.source)?,
+        nat: req.nat,
+        holding_time: req.holding_time,
+        unique: req.unique,
+    })
+}
+
+/// The WIT shortcut request as SDK types; `None` if an address does not parse (a host bug).
+fn shortcut_from_wit(req: &wit::ShortcutRequest) -> Option<ShortcutRequest> {
+    Some(ShortcutRequest {
+        kind: match req.kind {
+            wit::ShortcutKind::Redirect => ShortcutKind::Redirect,
+            wit::ShortcutKind::Resolution => ShortcutKind::Resolution,
+        },
+        src: parse_address(&req.src)?,
+        dst: parse_address(&req.dst)?,
+    })
+}
+
+fn admission_to_wit(admission: Admission) -> wit::Admission {
+    match admission {
+        Admission::Accept(a) => wit::Admission::Accept(wit::AdmissionAttributes {
+            qos_group: a
+                .qos_group
+                .map(|QosGroup { id, name }| wit::QosGroup { id, name }),
+            multicast: a.multicast,
+            holding_time_cap: a.holding_time_cap,
+        }),
+        Admission::Refuse(Refusal { code, reason }) => {
+            wit::Admission::Refuse(wit::Refusal { code, reason })
+        }
+    }
+}
+
 /// Each SDK hook flag with its WIT counterpart.
-pub(crate) fn hook_pairs() -> [(Hooks, wit::Hooks); 3] {
+pub(crate) fn hook_pairs() -> [(Hooks, wit::Hooks); 5] {
     [
         (Hooks::CLASSIFY, wit::Hooks::CLASSIFY),
         (Hooks::MARK, wit::Hooks::MARK),
         (Hooks::ROUTE, wit::Hooks::ROUTE),
+        (Hooks::ADMISSION, wit::Hooks::ADMISSION),
+        (Hooks::SHORTCUT, wit::Hooks::SHORTCUT),
     ]
 }
 
@@ -195,7 +277,8 @@ fn info_to_wit(info: Info) -> wit::PluginInfo {
 }
 
 /// Registers a [`Plugin`](crate::Plugin) type as this crate's plugin: implements the WIT
-/// exports `init`, `classify`, `mark` and `route` for it. Use it exactly once, at the crate
+/// exports `init`, `classify`, `mark`, `route`, `admit-registration` and `shortcut-policy`
+/// for it. Use it exactly once, at the crate
 /// root:
 ///
 /// ```
@@ -222,7 +305,8 @@ macro_rules! export_plugin {
         const _: () = {
             use ::core::result::Result;
             use $crate::__private::{
-                Guest, RefCell, Runner, String, Vec, WitInitContext, WitPluginInfo,
+                Guest, RefCell, Runner, String, Vec, WitAdmission, WitInitContext, WitPluginInfo,
+                WitRegistration, WitShortcutRequest, WitShortcutVerdict,
             };
 
             $crate::__private::thread_local! {
@@ -246,6 +330,12 @@ macro_rules! export_plugin {
                 }
                 fn route(packets: Vec<u8>) -> Vec<u8> {
                     RUNNER.with_borrow_mut(|r| r.route(&packets))
+                }
+                fn admit_registration(req: WitRegistration) -> WitAdmission {
+                    RUNNER.with_borrow_mut(|r| r.admit_registration(req))
+                }
+                fn shortcut_policy(req: WitShortcutRequest) -> WitShortcutVerdict {
+                    RUNNER.with_borrow_mut(|r| r.shortcut_policy(req))
                 }
             }
 
@@ -456,6 +546,108 @@ mod tests {
             err.contains("bad prefix `203.0.113.0/99` for peer `spoke1`"),
             "{err}"
         );
+    }
+
+    /// Refuses registrations from behind NAT, puts the rest in QoS group 3 with a 600 s cap
+    /// and counts them; denies shortcuts to 198.51.100.0/24.
+    struct NhrpProbe;
+
+    impl Plugin for NhrpProbe {
+        fn init(_ctx: InitContext) -> Result<(Self, Info), String> {
+            let mut info = Info::new("nhrp-probe", "1.0.0", Hooks::ADMISSION | Hooks::SHORTCUT);
+            info.counters = vec!["admitted".into()];
+            Ok((NhrpProbe, info))
+        }
+
+        fn admit_registration(&mut self, req: &Registration) -> Admission {
+            if req.nat {
+                return Admission::refuse(format!("{} is behind NAT", req.nbma));
+            }
+            counter_add(0, req.prefixes.len() as u64);
+            Admission::Accept(crate::nhrp::AdmissionAttributes {
+                qos_group: Some(QosGroup {
+                    id: 3,
+                    name: "gold".into(),
+                }),
+                multicast: Some(req.unique),
+                holding_time_cap: Some(600),
+            })
+        }
+
+        fn shortcut_policy(&mut self, req: &ShortcutRequest) -> ShortcutVerdict {
+            let lan: Prefix = "198.51.100.0/24".parse().unwrap();
+            if lan.contains(req.dst) {
+                ShortcutVerdict::Deny
+            } else {
+                ShortcutVerdict::Allow
+            }
+        }
+    }
+
+    #[test]
+    fn nhrp_hooks_run_through_the_wit_records() {
+        let mut h = Harness::<NhrpProbe>::init(testing::context().build()).unwrap();
+        let reg = testing::registration(&["203.0.113.0/26", "2001:db8:1::/64"], "192.0.2.11")
+            .unique()
+            .holding_time(7200);
+        let Admission::Accept(a) = h.admit(reg.clone()) else {
+            panic!("refused")
+        };
+        assert_eq!(
+            a.qos_group.map(|g| (g.id, g.name)),
+            Some((3, "gold".into()))
+        );
+        assert_eq!((a.multicast, a.holding_time_cap), (Some(true), Some(600)));
+        assert_eq!(h.counter("admitted"), 2);
+        let refused = h.admit(reg.behind_nat("198.51.100.7"));
+        assert_eq!(refused, Admission::refuse("192.0.2.11 is behind NAT"));
+        let v = |h: &mut Harness<NhrpProbe>, dst| {
+            h.shortcut(ShortcutKind::Redirect, "203.0.113.1", dst)
+        };
+        assert_eq!(v(&mut h, "198.51.100.20"), ShortcutVerdict::Deny);
+        assert_eq!(v(&mut h, "203.0.113.70"), ShortcutVerdict::Allow);
+    }
+
+    #[test]
+    fn nhrp_hooks_before_init_and_on_host_mistakes() {
+        let req = testing::registration_to_wit(
+            &testing::registration(&["203.0.113.0/26"], "192.0.2.11").build(),
+        );
+        let shortcut = wit::ShortcutRequest {
+            kind: wit::ShortcutKind::Resolution,
+            src: "203.0.113.1".into(),
+            dst: "198.51.100.1".into(),
+        };
+        let mut r = Runner::<NhrpProbe>::new();
+        assert!(
+            matches!(r.admit_registration(req.clone()), wit::Admission::Accept(a) if a.qos_group.is_none())
+        );
+        assert_eq!(
+            r.shortcut_policy(shortcut.clone()),
+            wit::ShortcutVerdict::Allow
+        );
+        r.init(testing::context_to_wit(&testing::context().build()))
+            .unwrap();
+        assert_eq!(
+            r.shortcut_policy(shortcut.clone()),
+            wit::ShortcutVerdict::Deny
+        );
+        let mut bad = req;
+        bad.prefixes.push("203.0.113.0/99".into());
+        let wit::Admission::Refuse(refusal) = r.admit_registration(bad) else {
+            panic!("accepted a bad prefix")
+        };
+        assert_eq!(refusal.code, crate::nhrp::ADMINISTRATIVELY_PROHIBITED);
+        assert!(
+            refusal.reason.contains("bad prefix `203.0.113.0/99`"),
+            "{}",
+            refusal.reason
+        );
+        let bad_dst = wit::ShortcutRequest {
+            dst: "nowhere".into(),
+            ..shortcut
+        };
+        assert_eq!(r.shortcut_policy(bad_dst), wit::ShortcutVerdict::Deny);
     }
 
     #[test]

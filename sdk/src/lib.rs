@@ -1,7 +1,8 @@
 //! `mgre-sdk`: what an mgre policy-plugin author depends on.
 //!
 //! A plugin is a Rust library compiled to `wasm32-unknown-unknown`. It implements [`Plugin`]
-//! (one `init` plus any of the hooks `classify`, `mark`, `route`), registers the type with
+//! (one `init` plus any of the packet hooks `classify`, `mark`, `route` and the NHRP hooks
+//! `admit_registration` and `shortcut_policy`, see [`nhrp`]), registers the type with
 //! [`export_plugin!`], and is unit-tested natively with [`testing`]. The host turns the plain
 //! wasm module into a component when it loads it: no tool beyond the Rust target is needed.
 //! A plugin gets no ambient authority — no files, sockets, clock or environment; its only
@@ -26,7 +27,7 @@
 //! crate-type = ["cdylib", "rlib"]   # cdylib: the .wasm; rlib: native unit tests
 //!
 //! [dependencies]
-//! mgre-sdk = "0.1"
+//! mgre-sdk = "0.2"
 //! serde = { version = "1", features = ["derive"] }
 //!
 //! [profile.release]
@@ -136,13 +137,16 @@
 //!   and, natively, [`testing`]; needs `std`.
 //! - `serde` (implied by `guest`): `Deserialize` for the [`net`] types.
 //!
-//! Without features the crate is `no_std` and holds only [`abi`] and [`net`]: what the host
-//! uses (`default-features = false`).
+//! Without features the crate is `no_std` (with `alloc`) and holds only [`abi`], [`net`] and
+//! [`nhrp`]: what the host uses (`default-features = false`).
 
 #![cfg_attr(not(any(feature = "guest", test)), no_std)]
 
+extern crate alloc;
+
 pub mod abi;
 pub mod net;
+pub mod nhrp;
 
 #[cfg(feature = "guest")]
 pub mod config;
@@ -184,7 +188,9 @@ pub mod __private {
 
     pub use crate::bindings::Guest;
     pub use crate::bindings::mgre::policy::types::{
-        InitContext as WitInitContext, PluginInfo as WitPluginInfo,
+        Admission as WitAdmission, InitContext as WitInitContext, PluginInfo as WitPluginInfo,
+        Registration as WitRegistration, ShortcutRequest as WitShortcutRequest,
+        ShortcutVerdict as WitShortcutVerdict,
     };
     pub use crate::glue::{Runner, install_panic_hook};
 }

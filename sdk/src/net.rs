@@ -62,6 +62,12 @@ impl Prefix {
             _ => false,
         }
     }
+
+    /// Whether `other` lies wholly inside this prefix (it is this prefix or a more specific
+    /// one of the same family).
+    pub fn covers(&self, other: Prefix) -> bool {
+        other.len >= self.len && self.contains(other.addr)
+    }
 }
 
 impl FromStr for Prefix {
@@ -499,6 +505,22 @@ mod tests {
                 .contains(ip("192.0.2.1"))
         );
         assert_eq!(p.to_string(), "203.0.113.64/26");
+    }
+
+    #[test]
+    fn covers_means_same_or_more_specific_of_the_same_family() {
+        let net: Prefix = "203.0.113.0/24".parse().unwrap();
+        for inside in ["203.0.113.0/24", "203.0.113.64/26", "203.0.113.9"] {
+            assert!(net.covers(inside.parse().unwrap()), "{inside}");
+        }
+        for outside in [
+            "203.0.112.0/23",
+            "198.51.100.0/26",
+            "2001:db8::/64",
+            "0.0.0.0/0",
+        ] {
+            assert!(!net.covers(outside.parse().unwrap()), "{outside}");
+        }
     }
 
     #[test]

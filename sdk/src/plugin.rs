@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::abi::{Classify, Mark, Packet, Route};
 use crate::net::Prefix;
+use crate::nhrp::{Admission, Registration, ShortcutRequest, ShortcutVerdict};
 
 /// A policy plugin: built once per instance by [`Plugin::init`], then asked for one verdict
 /// per packet by the hooks it declares in [`Info::hooks`].
@@ -21,8 +22,11 @@ use crate::net::Prefix;
 /// verdicts, without allocating per packet. Hook methods should not allocate or log either;
 /// count with [`counter_add`](crate::counter_add) instead.
 ///
+/// The NHRP hooks ([`Plugin::admit_registration`], [`Plugin::shortcut_policy`]) run on the
+/// daemon's control thread, once per registration or resolution, with typed values.
+///
 /// A hook the plugin does not declare is never called by the host; its default method
-/// returns the "no opinion" verdict.
+/// returns the "no opinion" verdict (accept without attributes, allow).
 pub trait Plugin: Sized + 'static {
     /// Builds the plugin from its context (config, peers). An `Err` rejects the plugin; make
     /// the message say exactly which config key is wrong and why.
@@ -44,6 +48,20 @@ pub trait Plugin: Sized + 'static {
     fn route(&mut self, packet: Packet<'_>) -> Route {
         let _ = packet;
         Route::default()
+    }
+
+    /// On a hub: admits (with attributes: QoS group, multicast, holding-time cap) or refuses
+    /// one NHRP registration, refreshes included. Declare [`Hooks::ADMISSION`].
+    fn admit_registration(&mut self, req: &Registration) -> Admission {
+        let _ = req;
+        Admission::accept()
+    }
+
+    /// Allows or denies one redirect or shortcut between two overlay addresses. Declare
+    /// [`Hooks::SHORTCUT`].
+    fn shortcut_policy(&mut self, req: &ShortcutRequest) -> ShortcutVerdict {
+        let _ = req;
+        ShortcutVerdict::Allow
     }
 }
 
@@ -196,6 +214,10 @@ impl Hooks {
     pub const MARK: Hooks = Hooks(2);
     /// The route hook.
     pub const ROUTE: Hooks = Hooks(4);
+    /// The NHRP registration admission hook ([`Plugin::admit_registration`]).
+    pub const ADMISSION: Hooks = Hooks(8);
+    /// The NHRP shortcut policy hook ([`Plugin::shortcut_policy`]).
+    pub const SHORTCUT: Hooks = Hooks(16);
 
     /// Whether every hook of `other` is in `self`.
     pub const fn contains(self, other: Hooks) -> bool {

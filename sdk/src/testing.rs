@@ -1,7 +1,8 @@
-//! Native unit tests for plugins: packets from readable values ([`udp`], [`tcp`], [`ip`]), an
-//! init context with peers ([`context`]), config straight from a README ([`readme_config`]),
-//! and a [`Harness`] that drives a plugin through the same glue as the wasm exports (WIT
-//! records, 64-byte slots, encoded verdicts, buffered counters).
+//! Native unit tests for plugins: packets from readable values ([`udp`], [`tcp`], [`ip`]), NHRP
+//! registrations ([`registration`]), an init context with peers ([`context`]), config
+//! straight from a README ([`readme_config`]), and a [`Harness`] that drives a plugin through
+//! the same glue as the wasm exports (WIT records, 64-byte slots, encoded verdicts, buffered
+//! counters).
 //!
 //! Test helpers: they panic on malformed input and on plugin mistakes the host would punish
 //! (an undeclared hook or counter). Counters and logs are kept per thread; each `#[test]` runs
@@ -17,6 +18,10 @@ use crate::bindings::mgre::policy::types as wit;
 use crate::glue::{Runner, hook_pairs};
 use crate::host::{Level, imp};
 use crate::net::Prefix;
+use crate::nhrp::{
+    Admission, AdmissionAttributes, QosGroup, Refusal, Registration, ShortcutKind, ShortcutRequest,
+    ShortcutVerdict,
+};
 use crate::plugin::{Hooks, Info, InitContext, PeerInfo, Plugin, Role};
 
 /// A UDP packet from `src` to `dst`, each `addr:port` (`[v6]:port` for IPv6); outbound, from
@@ -170,6 +175,60 @@ pub fn batch<T: Into<PacketMeta>>(packets: impl IntoIterator<Item = T>) -> Vec<u
         out.extend_from_slice(&slot);
     }
     out
+}
+
+/// A registration of `prefixes` (`"net/len"`, a bare address is a host prefix) by a spoke
+/// at NBMA address `nbma`, not behind NAT (`source` = `nbma`), holding time 7200 s, unique
+/// flag clear.
+pub fn registration(prefixes: &[&str], nbma: &str) -> RegistrationBuilder {
+    let nbma = parse(nbma, "NBMA address");
+    RegistrationBuilder(Registration {
+        prefixes: prefixes
+            .iter()
+            .map(|p| parse::<Prefix>(p, "prefix"))
+            .collect(),
+        nbma,
+        source: nbma,
+        nat: false,
+        holding_time: 7200,
+        unique: false,
+    })
+}
+
+/// A [`Registration`] under construction; see [`registration`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrationBuilder(Registration);
+
+impl RegistrationBuilder {
+    /// The request came from `source` (behind NAT): sets the NAT flag too.
+    pub fn behind_nat(mut self, source: &str) -> Self {
+        self.0.source = parse(source, "source address");
+        self.0.nat = true;
+        self
+    }
+
+    /// The requested holding time, in seconds.
+    pub fn holding_time(mut self, seconds: u16) -> Self {
+        self.0.holding_time = seconds;
+        self
+    }
+
+    /// Sets the unique flag.
+    pub fn unique(mut self) -> Self {
+        self.0.unique = true;
+        self
+    }
+
+    /// The registration.
+    pub fn build(self) -> Registration {
+        self.0
+    }
+}
+
+impl From<RegistrationBuilder> for Registration {
+    fn from(b: RegistrationBuilder) -> Registration {
+        b.0
+    }
 }
 
 /// An [`InitContext`] builder: role spoke, no addresses, no peers, config `{}`.
@@ -358,6 +417,39 @@ impl<P: Plugin> Harness<P> {
             .collect()
     }
 
+    /// Runs the admission hook on one registration (through the WIT records).
+    pub fn admit(&mut self, req: impl Into<Registration>) -> Admission {
+        self.require(Hooks::ADMISSION, "admission");
+        let out = self
+            .runner
+            .admit_registration(registration_to_wit(&req.into()));
+        self.check_counters();
+        admission_from_wit(out)
+    }
+
+    /// Runs the shortcut hook on one request; `src` and `dst` are bare overlay addresses.
+    pub fn shortcut(&mut self, kind: ShortcutKind, src: &str, dst: &str) -> ShortcutVerdict {
+        self.require(Hooks::SHORTCUT, "shortcut");
+        let req = ShortcutRequest {
+            kind,
+            src: parse(src, "address"),
+            dst: parse(dst, "address"),
+        };
+        let out = self.runner.shortcut_policy(wit::ShortcutRequest {
+            kind: match req.kind {
+                ShortcutKind::Redirect => wit::ShortcutKind::Redirect,
+                ShortcutKind::Resolution => wit::ShortcutKind::Resolution,
+            },
+            src: req.src.to_string(),
+            dst: req.dst.to_string(),
+        });
+        self.check_counters();
+        match out {
+            wit::ShortcutVerdict::Allow => ShortcutVerdict::Allow,
+            wit::ShortcutVerdict::Deny => ShortcutVerdict::Deny,
+        }
+    }
+
     /// Classifies one packet.
     pub fn classify_one(&mut self, packet: impl Into<PacketMeta>) -> Classify {
         self.classify([packet.into()])[0]
@@ -450,6 +542,36 @@ pub(crate) fn context_to_wit(ctx: &InitContext) -> wit::InitContext {
                 prefixes: p.prefixes.iter().map(ToString::to_string).collect(),
             })
             .collect(),
+    }
+}
+
+/// The registration as the host sends it.
+pub(crate) fn registration_to_wit(req: &Registration) -> wit::Registration {
+    wit::Registration {
+        prefixes: req.prefixes.iter().map(ToString::to_string).collect(),
+        nbma: req.nbma.to_string(),
+        source: req.source.to_string(),
+        nat: req.nat,
+        holding_time: req.holding_time,
+        unique: req.unique,
+    }
+}
+
+/// The admission as the host receives it.
+fn admission_from_wit(a: wit::Admission) -> Admission {
+    match a {
+        wit::Admission::Accept(a) => Admission::Accept(AdmissionAttributes {
+            qos_group: a.qos_group.map(|g| QosGroup {
+                id: g.id,
+                name: g.name,
+            }),
+            multicast: a.multicast,
+            holding_time_cap: a.holding_time_cap,
+        }),
+        wit::Admission::Refuse(r) => Admission::Refuse(Refusal {
+            code: r.code,
+            reason: r.reason,
+        }),
     }
 }
 

@@ -23,8 +23,14 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 
 use crate::cmd::run;
 
-/// The example plugin packages [`plugin_wasm`] builds (all three in one `cargo` run).
-pub const PLUGIN_PACKAGES: [&str; 3] = ["dscp-classifier", "voip-qos", "spoke-policy"];
+/// The example plugin packages [`plugin_wasm`] builds (all of them in one `cargo` run).
+pub const PLUGIN_PACKAGES: [&str; 5] = [
+    "dscp-classifier",
+    "voip-qos",
+    "spoke-policy",
+    "nhrp-admission",
+    "shortcut-policy",
+];
 
 /// The fixture guests of `host/plugin/tests/fixtures/` (see its README).
 pub const FIXTURES: [&str; 6] = ["good", "trap", "spin", "hog", "recurse", "otherworld"];
@@ -32,7 +38,7 @@ pub const FIXTURES: [&str; 6] = ["good", "trap", "spin", "hog", "recurse", "othe
 /// Path of the built core module of example plugin `package` (one of [`PLUGIN_PACKAGES`]),
 /// e.g. `target/plugins/wasm32-unknown-unknown/release/voip_qos.wasm`.
 ///
-/// The first call in a process builds all three with
+/// The first call in a process builds all of them with
 /// `cargo build --release --target wasm32-unknown-unknown -p … --target-dir target/plugins`
 /// (debug info off, symbols stripped); later calls return the cached outcome.
 pub fn plugin_wasm(package: &str) -> Result<PathBuf> {

@@ -18,6 +18,8 @@ wasmtime::component::bindgen!({
 });
 
 pub(crate) use mgre::policy::host::Level;
+/// The WIT types of the NHRP hooks (named like the `mgre_sdk::nhrp` types they mirror).
+pub(crate) use mgre::policy::types as wit;
 // `InitContext` and `PluginInfo` are in scope already: the world `use`s them.
 pub(crate) use mgre::policy::types::{Hooks as WitHooks, PeerInfo};
 

@@ -81,9 +81,9 @@ pub enum LoadError {
         /// What the compiler said.
         reason: String,
     },
-    /// The component is not of world `mgre:policy/plugin@0.1.0`: it imports something the
+    /// The component is not of world `mgre:policy/plugin@0.2.0`: it imports something the
     /// host does not provide (WASI, another ABI version) or lacks an export.
-    #[error("plugin {plugin}: link: not a mgre:policy/plugin@0.1.0 component: {reason}")]
+    #[error("plugin {plugin}: link: not a mgre:policy/plugin@0.2.0 component: {reason}")]
     Link {
         /// The plugin's name.
         plugin: String,

@@ -1,12 +1,15 @@
 //! `mgre-plugin`: the host of mgre's sandboxed WebAssembly policy plugins (world
-//! `mgre:policy/plugin@0.1.0`, see `wit/policy.wit`).
+//! `mgre:policy/plugin@0.2.0`, see `wit/policy.wit`).
 //!
 //! Off the fast path, a [`Runtime`] loads plugins — read, hash, componentize, compile (with
 //! a private precompiled-artifact cache), link, probe `init` — into an immutable, `Arc`-shared
 //! [`PluginSet`] generation; a [`PluginManager`] rebuilds it on reload or file change
 //! ([`Watcher`]) and publishes it with `arc-swap`. On the fast path, each dataplane thread
 //! owns a [`WorkerPlugins`] whose [`run`](WorkerPlugins::run) calls every hook chain once per
-//! batch and merges the verdicts into [`PolicyVerdict`]s.
+//! batch and merges the verdicts into [`PolicyVerdict`]s. The NHRP control thread owns a
+//! [`ControlHooks`], which asks the `admission` and `shortcut` chains about registrations
+//! ([`ControlHooks::admit_registration`]) and redirects/shortcuts
+//! ([`ControlHooks::shortcut_policy`]), following reloads the same way.
 //!
 //! Plugins get no ambient authority: the linker offers only the `host` interface (rate-
 //! limited logging, their own counters). Each instance has its own store with a memory cap
@@ -44,7 +47,9 @@
 
 mod bindings;
 mod cache;
+mod control;
 mod error;
+mod instance;
 mod load;
 mod manager;
 mod runtime;
@@ -54,9 +59,15 @@ mod stats;
 mod watch;
 mod worker;
 
+pub use control::ControlHooks;
 pub use error::{FaultKind, LoadError, LoadStep, RuntimeError, WatchError};
 pub use load::ContentHash;
 pub use manager::PluginManager;
+/// The NHRP hooks' values, shared with plugins (see `mgre_sdk::nhrp`).
+pub use mgre_sdk::nhrp::{
+    ADMINISTRATIVELY_PROHIBITED, Admission, AdmissionAttributes, QosGroup, Refusal, Registration,
+    ShortcutKind, ShortcutRequest, ShortcutVerdict,
+};
 pub use runtime::{QuarantinePolicy, Runtime, RuntimeConfig};
 pub use set::{PluginSet, PluginState, PluginStatus};
 pub use spec::{FailurePolicy, Hook, Hooks, Peer, PluginSpec, Role, SiteContext, UnknownHook};

@@ -349,6 +349,8 @@ fn hooks_of(h: WitHooks) -> Hooks {
         (WitHooks::CLASSIFY, Hook::Classify),
         (WitHooks::MARK, Hook::Mark),
         (WitHooks::ROUTE, Hook::Route),
+        (WitHooks::ADMISSION, Hook::Admission),
+        (WitHooks::SHORTCUT, Hook::Shortcut),
     ]
     .into_iter()
     .filter(|(flag, _)| h.contains(*flag))

@@ -23,12 +23,15 @@ pub struct PluginSet {
     /// Plugins serving in this generation, in config order.
     pub(crate) plugins: Vec<Arc<LoadedPlugin>>,
     /// Per hook (`Hook::index`), indices into `plugins`, in config order.
-    pub(crate) chains: [Vec<usize>; 3],
+    pub(crate) chains: [Vec<usize>; 5],
     errors: Vec<LoadError>,
     reload_failures: u64,
     /// Fail-closed plugins with no version to serve (never loaded successfully): while any
     /// exists, every packet that reaches the plugin stage is dropped, as if it had failed.
     closed_unavailable: Vec<String>,
+    /// The hooks those plugins are selected for (all when their spec selects none): the
+    /// NHRP hooks among them refuse and deny.
+    closed_unavailable_hooks: Hooks,
 }
 
 /// One configured plugin and what became of it.
@@ -101,6 +104,7 @@ impl PluginSet {
             errors: Vec::new(),
             reload_failures: 0,
             closed_unavailable: Vec::new(),
+            closed_unavailable_hooks: Hooks::NONE,
         }
     }
 
@@ -110,10 +114,13 @@ impl PluginSet {
         self.generation
     }
 
-    /// Whether no hook will be called and nothing is blocked (the dataplane may skip the
-    /// plugin stage).
+    /// Whether no packet hook will be called and nothing is blocked (the dataplane may skip
+    /// the plugin stage; the NHRP hooks may still have chains).
     pub fn is_empty(&self) -> bool {
-        self.chains.iter().all(Vec::is_empty) && self.closed_unavailable.is_empty()
+        Hook::PACKET
+            .iter()
+            .all(|h| self.chains[h.index()].is_empty())
+            && self.closed_unavailable.is_empty()
     }
 
     /// Fail-closed plugins that have no version to serve; while any is listed, every packet
@@ -161,6 +168,11 @@ impl PluginSet {
 
     pub(crate) fn quarantine(&self) -> QuarantinePolicy {
         self.quarantine
+    }
+
+    /// Whether a fail-closed plugin that may implement `hook` has no version to serve.
+    pub(crate) fn closed_unavailable_for(&self, hook: Hook) -> bool {
+        self.closed_unavailable_hooks.contains(hook)
     }
 }
 
@@ -215,11 +227,16 @@ impl Runtime {
             }
             entries.push(entry);
         }
-        let closed_unavailable = specs
+        let unavailable: Vec<&PluginSpec> = specs
             .iter()
             .zip(&entries)
             .filter(|(spec, e)| spec.failure == FailurePolicy::Closed && e.serving.is_none())
-            .map(|(spec, _)| spec.name.clone())
+            .map(|(spec, _)| spec)
+            .collect();
+        let closed_unavailable = unavailable.iter().map(|s| s.name.clone()).collect();
+        let closed_unavailable_hooks = unavailable
+            .iter()
+            .flat_map(|s| s.hooks.unwrap_or(Hooks::ALL).iter())
             .collect();
         let plugins: Vec<_> = entries.iter().filter_map(|e| e.serving.clone()).collect();
         let chains = Hook::ALL.map(|hook| {
@@ -236,6 +253,7 @@ impl Runtime {
             errors,
             reload_failures: failures,
             closed_unavailable,
+            closed_unavailable_hooks,
         }
     }
 }

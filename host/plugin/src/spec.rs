@@ -13,12 +13,12 @@ pub struct PluginSpec {
     /// Unique name, used in logs, metrics and `mgre show`.
     pub name: String,
     /// The `.wasm` file: a core module built for `wasm32-unknown-unknown` with `wit-bindgen`
-    /// (componentized at load time) or a component of world `mgre:policy/plugin@0.1.0`.
+    /// (componentized at load time) or a component of world `mgre:policy/plugin@0.2.0`.
     pub path: PathBuf,
     /// Hooks to use; `None` uses every hook the plugin declares. A hook is called only if
     /// the plugin declares it and this selects it.
     pub hooks: Option<Hooks>,
-    /// What happens to a batch when the plugin fails on it.
+    /// What happens to a batch (or an NHRP decision) when the plugin fails on it.
     pub failure: FailurePolicy,
     /// Cap on the plugin's linear memory, including its initial size (a Rust guest starts
     /// at about 1.1 MiB).
@@ -30,14 +30,16 @@ pub struct PluginSpec {
     pub config_json: String,
 }
 
-/// What the dataplane does with a batch when a plugin fails on it (trap, deadline, memory
-/// cap, malformed verdicts) or is quarantined.
+/// What the host does when a plugin fails on a call (trap, deadline, memory cap, malformed
+/// verdicts) or is quarantined.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum FailurePolicy {
-    /// Forward as if the plugin had no opinion.
+    /// As if the plugin had no opinion: forward the batch, accept the registration (without
+    /// this plugin's attributes), allow the shortcut.
     #[default]
     Open,
-    /// Drop the batch's packets (`PolicyVerdict::failed_closed`).
+    /// Drop the batch's packets (`PolicyVerdict::failed_closed`), refuse the registration
+    /// (administratively prohibited), deny the shortcut.
     Closed,
 }
 
@@ -50,11 +52,27 @@ pub enum Hook {
     Mark,
     /// Routing policy.
     Route,
+    /// NHRP registration admission (control path, hubs).
+    Admission,
+    /// NHRP redirect/shortcut policy (control path).
+    Shortcut,
 }
 
 impl Hook {
-    /// All hooks, in the order the chain runs them.
-    pub const ALL: [Hook; 3] = [Hook::Classify, Hook::Mark, Hook::Route];
+    /// All hooks: the packet hooks in the order the chain runs them, then the NHRP hooks.
+    pub const ALL: [Hook; 5] = [
+        Hook::Classify,
+        Hook::Mark,
+        Hook::Route,
+        Hook::Admission,
+        Hook::Shortcut,
+    ];
+
+    /// The hooks the dataplane runs per batch, in chain order.
+    pub const PACKET: [Hook; 3] = [Hook::Classify, Hook::Mark, Hook::Route];
+
+    /// The hooks the NHRP control thread runs ([`crate::ControlHooks`]).
+    pub const CONTROL: [Hook; 2] = [Hook::Admission, Hook::Shortcut];
 
     /// The hook's WIT name.
     pub const fn name(self) -> &'static str {
@@ -62,6 +80,8 @@ impl Hook {
             Hook::Classify => "classify",
             Hook::Mark => "mark",
             Hook::Route => "route",
+            Hook::Admission => "admission",
+            Hook::Shortcut => "shortcut",
         }
     }
 
@@ -70,6 +90,8 @@ impl Hook {
             Hook::Classify => 0,
             Hook::Mark => 1,
             Hook::Route => 2,
+            Hook::Admission => 3,
+            Hook::Shortcut => 4,
         }
     }
 }
@@ -82,7 +104,7 @@ impl fmt::Display for Hook {
 
 /// An unknown hook name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown hook {0:?} (expected classify, mark or route)")]
+#[error("unknown hook {0:?} (expected classify, mark, route, admission or shortcut)")]
 pub struct UnknownHook(pub String);
 
 impl FromStr for Hook {
@@ -104,7 +126,7 @@ impl Hooks {
     /// No hook.
     pub const NONE: Hooks = Hooks(0);
     /// Every hook.
-    pub const ALL: Hooks = Hooks(0b111);
+    pub const ALL: Hooks = Hooks(0b1_1111);
 
     /// The set holding `hook`.
     pub const fn only(hook: Hook) -> Hooks {
@@ -233,6 +255,12 @@ mod tests {
             Hooks::only(Hook::Route)
         );
         assert_eq!("mark".parse::<Hook>(), Ok(Hook::Mark));
+        assert_eq!("admission".parse::<Hook>(), Ok(Hook::Admission));
+        assert_eq!(Hook::ALL.into_iter().collect::<Hooks>(), Hooks::ALL);
+        assert_eq!(
+            Hooks::ALL.to_string(),
+            "classify,mark,route,admission,shortcut"
+        );
         assert!("qos".parse::<Hook>().is_err());
     }
 }

@@ -10,12 +10,22 @@ use crate::error::FaultKind;
 /// A snapshot of one plugin's statistics, summed over all workers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PluginStats {
-    /// Hook calls made.
+    /// Packet hook calls made (classify, mark, route).
     pub calls: u64,
     /// Packets passed to those calls.
     pub packets: u64,
     /// Time spent in those calls, in ns.
     pub call_ns: u64,
+    /// `admit-registration` calls made.
+    pub admission_calls: u64,
+    /// Registrations the plugin refused (failures under fail-closed not included).
+    pub admission_refusals: u64,
+    /// `shortcut-policy` calls made.
+    pub shortcut_calls: u64,
+    /// Redirects and shortcuts the plugin denied (failures under fail-closed not included).
+    pub shortcut_denials: u64,
+    /// Time spent in the NHRP hook calls, in ns.
+    pub control_call_ns: u64,
     /// Calls that trapped (other than deadline and memory cap).
     pub traps: u64,
     /// Calls interrupted at their CPU deadline.
@@ -92,6 +102,11 @@ impl Stats {
             t.calls += get(&s.calls);
             t.packets += get(&s.packets);
             t.call_ns += get(&s.call_ns);
+            t.admission_calls += get(&s.admission_calls);
+            t.admission_refusals += get(&s.admission_refusals);
+            t.shortcut_calls += get(&s.shortcut_calls);
+            t.shortcut_denials += get(&s.shortcut_denials);
+            t.control_call_ns += get(&s.control_call_ns);
             t.traps += get(&s.traps);
             t.deadline_hits += get(&s.deadline_hits);
             t.memory_limit_hits += get(&s.memory_limit_hits);
@@ -105,13 +120,19 @@ impl Stats {
     }
 }
 
-/// One worker's counters for one plugin. Written only by that worker.
+/// One thread's counters for one plugin (a dataplane worker or the NHRP control thread).
+/// Written only by that thread.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub(crate) struct StatsShard {
     pub(crate) calls: AtomicU64,
     pub(crate) packets: AtomicU64,
     pub(crate) call_ns: AtomicU64,
+    pub(crate) admission_calls: AtomicU64,
+    pub(crate) admission_refusals: AtomicU64,
+    pub(crate) shortcut_calls: AtomicU64,
+    pub(crate) shortcut_denials: AtomicU64,
+    pub(crate) control_call_ns: AtomicU64,
     pub(crate) traps: AtomicU64,
     pub(crate) deadline_hits: AtomicU64,
     pub(crate) memory_limit_hits: AtomicU64,

@@ -1,5 +1,6 @@
 //! Shared helpers of the plugin-host tests and benches: builds the fixture guests in
-//! `tests/fixtures/` (real wasm, once per process) and makes specs and packet batches.
+//! `tests/fixtures/` and the example plugins of `plugins/` (real wasm, once per process) and
+//! makes specs and packet batches.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::net::IpAddr;
@@ -24,6 +25,56 @@ pub fn fixture(name: &str) -> PathBuf {
 /// The bytes of fixture `name`.
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
     std::fs::read(fixture(name)).expect("fixture was built")
+}
+
+/// The example plugins of `plugins/`, built together (the list and the command are those of
+/// `tests/src/wasm.rs`, so both share the artifacts in `target/plugins`).
+pub const EXAMPLE_PLUGINS: [&str; 5] = [
+    "dscp-classifier",
+    "voip-qos",
+    "spoke-policy",
+    "nhrp-admission",
+    "shortcut-policy",
+];
+
+/// Path of the built core module of example plugin `package`, building all of them on first
+/// use.
+pub fn example_plugin(package: &str) -> PathBuf {
+    assert!(
+        EXAMPLE_PLUGINS.contains(&package),
+        "{package} is no example plugin"
+    );
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(build_example_plugins);
+    dir.join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+fn build_example_plugins() -> PathBuf {
+    let target = target_dir().join("plugins");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--release",
+        "--target",
+        "wasm32-unknown-unknown",
+    ]);
+    for package in EXAMPLE_PLUGINS {
+        cmd.args(["-p", package]);
+    }
+    let status = cmd
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        .status()
+        .expect("run cargo to build the example plugins");
+    assert!(status.success(), "building the example plugins failed");
+    target.join("wasm32-unknown-unknown/release")
 }
 
 fn build_fixtures() -> PathBuf {
