@@ -166,6 +166,10 @@ pub struct NhrpOptions {
     pub allowed_nbma: Vec<String>,
     /// The spokes' `failover-after` (absent: the daemon's default).
     pub failover_after: Option<u32>,
+    /// DMVPN phase 3: `redirect` on the hubs and `shortcuts` on the spokes.
+    pub shortcuts: bool,
+    /// The spokes' `shortcut-idle` in seconds (absent: the daemon's default).
+    pub shortcut_idle: Option<u64>,
 }
 
 impl Default for NhrpOptions {
@@ -175,6 +179,8 @@ impl Default for NhrpOptions {
             secret: None,
             allowed_nbma: Vec::new(),
             failover_after: None,
+            shortcuts: false,
+            shortcut_idle: None,
         }
     }
 }
@@ -429,6 +435,9 @@ impl TopologyBuilder {
             }
             match id {
                 SiteId::Hub | SiteId::BackupHub => {
+                    if n.shortcuts {
+                        line("redirect = true".into());
+                    }
                     if !n.allowed_nbma.is_empty() {
                         line(format!("allowed-nbma = {}", list(&n.allowed_nbma)));
                     }
@@ -436,6 +445,12 @@ impl TopologyBuilder {
                 SiteId::Spoke(k) => {
                     if let Some(f) = n.failover_after {
                         line(format!("failover-after = {f}"));
+                    }
+                    if n.shortcuts {
+                        line("shortcuts = true".into());
+                    }
+                    if let Some(idle) = n.shortcut_idle {
+                        line(format!("shortcut-idle = {idle}"));
                     }
                     line(format!(
                         "register = {}",

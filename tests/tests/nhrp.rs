@@ -400,3 +400,139 @@ fn topo_kill(topo: &Topology) -> Result<()> {
     ensure!(r == 0, "kill({pid}) failed");
     Ok(())
 }
+
+/// A spoke's shortcut entries (`mgre show nhrp` rows of type `shortcut`).
+fn shortcuts(site: &Site) -> Result<Vec<Value>> {
+    let v = site.daemon().nhrp()?;
+    Ok(v["entries"]
+        .as_array()
+        .context("entries")?
+        .iter()
+        .filter(|e| e["type"] == "shortcut")
+        .cloned()
+        .collect())
+}
+
+fn has_shortcut(site: &Site, prefix: &str, nbma: &str) -> Result<bool> {
+    Ok(shortcuts(site)?
+        .iter()
+        .any(|e| e["protocol"] == prefix && e["nbma"] == nbma))
+}
+
+#[test]
+fn spoke_to_spoke_traffic_moves_from_the_hub_to_a_direct_shortcut() -> Result<()> {
+    let idle = 6;
+    let mut topo = Topology::builder("nhsc")
+        .spokes(2)
+        .nhrp(NhrpOptions {
+            shortcuts: true,
+            shortcut_idle: Some(idle),
+            ..NhrpOptions::default()
+        })
+        .metrics(true)
+        .build()?;
+    topo.start()?;
+    wait_registered(&topo, topo.spoke(1))?;
+    wait_registered(&topo, topo.spoke(2))?;
+    let (s1, s2) = (topo.spoke(1), topo.spoke(2));
+    let (n1, n2) = (s1.addrs.nbma.to_string(), s2.addrs.nbma.to_string());
+    let lan1 = format!("{}/26", s1.addrs.lan_v4);
+    let lan2 = format!("{}/26", s2.addrs.lan_v4);
+    let lan2_v6 = format!("{}/64", s2.addrs.lan_v6);
+
+    // The first packets go through the hub, which redirects both spokes; they resolve each
+    // other's LANs and install shortcuts.
+    let hairpin_start = counter(&topo.hub().daemon().stats()?, "/hairpin/packets")?;
+    ensure_ping(&topo, s1, s2.addrs.host_v4.into())?;
+    ensure_ping(&topo, s1, s2.addrs.host_v6.into())?;
+    let mut seen = (Vec::new(), Vec::new());
+    let installed = wait_until(Duration::from_secs(15), POLL, || {
+        // Keep a little traffic flowing while the resolutions run.
+        ping(&s1.host, s2.addrs.host_v4.into(), 1);
+        ping(&s1.host, s2.addrs.host_v6.into(), 1);
+        seen = (shortcuts(s1)?, shortcuts(s2)?);
+        Ok(has_shortcut(s1, &lan2, &n2)?
+            && has_shortcut(s1, &lan2_v6, &n2)?
+            && has_shortcut(s2, &lan1, &n1)?)
+    })?;
+    ensure!(
+        installed,
+        "no shortcuts: spoke1 {:?}, spoke2 {:?}\n{}",
+        seen.0,
+        seen.1,
+        topo.logs()
+    );
+    ensure!(
+        counter(&topo.hub().daemon().stats()?, "/hairpin/packets")? > hairpin_start,
+        "the first packets should have crossed the hub"
+    );
+    let hub_metrics = topo
+        .hub()
+        .router
+        .run(|| mgre_e2e::scrape(mgre_e2e::METRICS_ADDR))?;
+    ensure!(
+        hub_metrics
+            .lines()
+            .any(|l| l.starts_with("mgre_nhrp_redirects_total{") && !l.ends_with(" 0")),
+        "no redirects in the hub's metrics"
+    );
+
+    // Now the transfer goes spoke to spoke: the hub's hairpin counter stands still while
+    // spoke1's peer for spoke2 carries the bytes.
+    let hub_before = counter(&topo.hub().daemon().stats()?, "/hairpin/packets")?;
+    let peer_tx = |site: &Site, nbma: &str| -> Result<u64> {
+        let peers = site.daemon().peers()?;
+        Ok(peers
+            .as_array()
+            .context("peers")?
+            .iter()
+            .find(|p| p["nbma"] == nbma)
+            .and_then(|p| p["tx_bytes"].as_u64())
+            .unwrap_or(0))
+    };
+    let direct_before = peer_tx(s1, &n2)?;
+    let bytes = 2 << 20;
+    let (sent, received) = tcp_transfer(&s1.host, &s2.host, s2.addrs.host_v4.into(), bytes)
+        .with_context(|| topo.logs())?;
+    ensure!(sent == received, "TCP payload corrupted on the shortcut");
+    let hub_after = counter(&topo.hub().daemon().stats()?, "/hairpin/packets")?;
+    let direct = peer_tx(s1, &n2)? - direct_before;
+    ensure!(
+        hub_after - hub_before < 20,
+        "the hub still forwarded {} packets of the transfer",
+        hub_after - hub_before
+    );
+    ensure!(
+        direct >= bytes as u64,
+        "spoke1 sent only {direct} bytes to spoke2 directly"
+    );
+
+    // Idle shortcuts expire; the next packets take the hub again.
+    let expired = wait_until(Duration::from_secs(idle + 8), POLL, || {
+        Ok(!has_shortcut(s1, &lan2, &n2)?)
+    })?;
+    ensure!(
+        expired,
+        "spoke1's idle shortcut never expired: {:?}",
+        shortcuts(s1)?
+    );
+
+    // A fresh shortcut, then spoke2 stops: its purge withdraws spoke1's shortcut at once.
+    let again = wait_until(Duration::from_secs(15), POLL, || {
+        ping(&s1.host, s2.addrs.host_v4.into(), 1);
+        has_shortcut(s1, &lan2, &n2)
+    })?;
+    ensure!(again, "no second shortcut\n{}", topo.logs());
+    topo.stop_site(mgre_e2e::SiteId::Spoke(2))?;
+    let withdrawn = wait_until(Duration::from_secs(3), POLL, || {
+        Ok(shortcuts(topo.spoke(1))?
+            .iter()
+            .all(|e| e["nbma"] != n2.as_str()))
+    })?;
+    ensure!(
+        withdrawn,
+        "spoke2's purge did not withdraw spoke1's shortcuts: {:?}",
+        shortcuts(topo.spoke(1))?
+    );
+    Ok(())
+}

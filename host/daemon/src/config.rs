@@ -390,12 +390,14 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
         MssClamp::Value(v) => Some((v, v)),
     };
     let nhs_server = t.role == Role::Hub && nhrp.is_some();
-    // A hub learns each spoke's encapsulation from its registrations, so it listens for both.
-    let udp_needed = nhs_server || peers.iter().any(|p| p.encap == Encap::GreUdp);
+    // With NHRP, peers (spokes, shortcut peers) come with the encapsulation they use, so
+    // every node listens for both.
+    let udp_needed = nhrp.is_some() || peers.iter().any(|p| p.encap == Encap::GreUdp);
     let families = usize::from(ipv4.is_some()) + usize::from(!ipv6.is_empty());
     let peer_capacity = peers.len()
         + match (&nhrp, nhs_server) {
             (Some(n), true) => n.max_entries * families.max(1),
+            (Some(n), false) if n.shortcuts => n.max_shortcuts * families.max(1),
             _ => 0,
         };
     routes.sort_by_key(|p| (p.addr().is_ipv6(), p.addr(), p.len()));

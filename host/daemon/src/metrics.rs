@@ -212,11 +212,35 @@ fn encode_nhrp(
         ("unsupported", c.unsupported),
         ("sent", c.sent),
         ("send-error", c.send_errors),
+        ("error-indication", c.error_indications),
     ] {
         ConstCounter::new(v).encode(fam.encode_family(&[("tunnel", tun), ("kind", kind)])?)?;
     }
     match &st.node {
-        crate::nhrp::Node::Hub { servers, peers } => {
+        crate::nhrp::Node::Hub(hub) => {
+            let (servers, peers) = (&hub.servers, &hub.peers);
+            let mut fam = enc.encode_descriptor(
+                "nhrp_resolutions",
+                "Resolution Requests a hub handled, by result",
+                None,
+                MetricType::Counter,
+            )?;
+            for (result, v) in [
+                ("forwarded", c.resolutions_forwarded),
+                ("answered", c.resolutions_answered),
+                ("unresolved", c.resolutions_unresolved),
+                ("error", c.resolution_errors),
+            ] {
+                ConstCounter::new(v)
+                    .encode(fam.encode_family(&[("tunnel", tun), ("result", result)])?)?;
+            }
+            let mut fam = enc.encode_descriptor(
+                "nhrp_redirects",
+                "Traffic Indications sent to spokes whose traffic the hub forwarded",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(c.redirects).encode(fam.encode_family(&[("tunnel", tun)])?)?;
             let h = crate::nhrp::view::hub_counters(st).unwrap_or_default();
             let mut fam = enc.encode_descriptor(
                 "nhrp_registrations",
@@ -259,8 +283,30 @@ fn encode_nhrp(
                 ConstGauge::new(v as i64).encode(fam.encode_family(&[("tunnel", tun)])?)?;
             }
         }
-        crate::nhrp::Node::Spoke { clients, .. } => {
-            let statuses: Vec<_> = clients
+        crate::nhrp::Node::Spoke(spoke) => {
+            if let Some(rc) = crate::nhrp::view::resolver_counters(st) {
+                let mut fam = enc.encode_descriptor(
+                    "nhrp_shortcut_events",
+                    "A spoke's resolutions and shortcuts, by event",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for (event, v) in rc {
+                    ConstCounter::new(v.as_u64().unwrap_or(0)).encode(
+                        fam.encode_family(&[("tunnel", tun), ("event", event.as_str())])?,
+                    )?;
+                }
+                let shortcuts: usize = spoke.resolvers.iter().map(|r| r.shortcuts().count()).sum();
+                let mut fam = enc.encode_descriptor(
+                    "nhrp_shortcuts",
+                    "Shortcuts installed",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                ConstGauge::new(shortcuts as i64).encode(fam.encode_family(&[("tunnel", tun)])?)?;
+            }
+            let statuses: Vec<_> = spoke
+                .clients
                 .iter()
                 .flat_map(|c| {
                     let fam = if c.config().protocol_address.is_ipv4() {

@@ -56,6 +56,15 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         None => (None, None),
     };
     let mut control_sockets = None;
+    let redirect = cfg.nhrp.as_ref().filter(|n| n.redirect).map(|n| {
+        let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
+        let limiter = mgre_proto::nhrp::RedirectLimiter::new(
+            crate::nhrp::REDIRECT_SLOTS,
+            n.redirect_interval,
+            seed,
+        );
+        (Arc::new(limiter), std::time::Instant::now())
+    });
     let outer_header = if cfg.nbma.is_ipv4() { 20 } else { 40 } + 8;
     for (id, queue) in tun.take_queues().into_iter().enumerate() {
         let gre = GreSocket::bind_shard(cfg.nbma, SOCKET_BUFFER, id as u32, cfg.workers as u32)
@@ -82,6 +91,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         let worker = Worker {
             dp: dp.clone(),
             control: control_tx.clone(),
+            redirect: redirect.clone(),
             stats: worker_stats,
             tun: queue,
             gre,

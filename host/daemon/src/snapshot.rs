@@ -173,7 +173,7 @@ impl Shared {
             .map(|(i, p)| {
                 let id = i as u32;
                 let (brp, brb, btp, btb) = match nhrp.as_deref().map(|n| &n.node) {
-                    Some(crate::nhrp::Node::Hub { peers, .. }) => peers.baseline(id),
+                    Some(crate::nhrp::Node::Hub(h)) => h.peers.baseline(id),
                     _ => (0, 0, 0, 0),
                 };
                 let rx = self.sum_peer(id, true);

@@ -13,19 +13,22 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
-
 use mgre_io::{
     FrameBatch, GreSocket, MAX_SEGMENTS, SendQueue, TunQueue, TunRead, TunRx, TunTx, UdpSockets,
 };
 use mgre_plugin::PluginManager;
 use mgre_proto::dataplane::HEADROOM;
+use mgre_proto::nhrp::RedirectLimiter;
+use mgre_proto::nhrp::redirect::INDICATION_PACKET_LEN;
 use mgre_proto::{
-    Dataplane, DropReason, Encap, Inspected, Peer, Policy, Step, Verdict, WorkerState, WorkerStats,
+    Dataplane, Direction, DropReason, Encap, Inspected, Peer, Policy, Step, Verdict, WorkerState,
+    WorkerStats,
 };
 
-use crate::nhrp::Inbound;
+use crate::nhrp::{Inbound, ToControl};
 use crate::policy::PolicyStage;
 
 /// Frames per batch: room for a couple of TUN super-packets' segments.
@@ -42,7 +45,10 @@ pub struct Worker {
     /// Forwarding state, republished when NHRP changes the peers; read once per wakeup.
     pub dp: Arc<ArcSwap<Dataplane>>,
     /// Where NHRP messages go (the control thread), when NHRP is configured.
-    pub control: Option<SyncSender<Inbound>>,
+    pub control: Option<SyncSender<ToControl>>,
+    /// Hub with redirect on: the limiter deciding which hairpinned packets trigger a
+    /// Traffic Indication (shared by all workers), and the epoch of its clock.
+    pub redirect: Option<(Arc<RedirectLimiter>, Instant)>,
     /// This worker's counters (it is their only writer).
     pub stats: Arc<WorkerStats>,
     /// This worker's TUN queue.
@@ -342,11 +348,25 @@ impl Worker {
             ),
             None => lane.policies[..n].fill(Policy::DEFAULT),
         }
+        let mut now = None;
         for i in 0..n {
             if let Some(p) = lane.inspected[i] {
                 let frame = lane.batch.frame_mut(i);
                 lane.verdicts[i] =
                     l.dp.forward(&mut l.ws, &self.stats, frame, &p, &lane.policies[i]);
+                if p.direction == Direction::Transit
+                    && let Some((limiter, epoch)) = &self.redirect
+                    && let Verdict::Underlay { .. } = lane.verdicts[i]
+                    && let Some(ingress) = p.ingress
+                {
+                    let now = *now.get_or_insert_with(|| epoch.elapsed());
+                    if limiter.allow(now, p.meta.src.into(), p.meta.dst.into()) {
+                        // The inner packet is still in place behind the new GRE header.
+                        let end = p.start + p.len.min(INDICATION_PACKET_LEN);
+                        let packet = lane.batch.frame(i)[p.start..end].to_vec();
+                        self.hand_over(ToControl::Hairpinned { ingress, packet });
+                    }
+                }
             }
         }
     }
@@ -426,13 +446,14 @@ impl Worker {
             from,
             encap,
         };
-        if self
-            .control
-            .as_ref()
-            .is_none_or(|c| c.try_send(message).is_err())
-        {
+        if !self.hand_over(ToControl::Nhrp(message)) {
             self.stats.count_drop(DropReason::NhrpUnhandled);
         }
+    }
+
+    /// Queues `m` for the control thread; false when there is none or its queue is full.
+    fn hand_over(&self, m: ToControl) -> bool {
+        self.control.as_ref().is_some_and(|c| c.try_send(m).is_ok())
     }
 
     /// Sends the underlay verdicts selected by `pick(peer, flow)` on `fd`.

@@ -34,6 +34,18 @@ pub struct NhrpConfig {
     pub retry_max: Duration,
     /// Spoke: unanswered retransmissions after which a server counts as down.
     pub failover_after: u32,
+    /// Hub: send Traffic Indications (DMVPN phase 3 redirect) to spokes whose traffic it
+    /// forwards to another spoke.
+    pub redirect: bool,
+    /// Hub: at most one Traffic Indication per source/destination pair per this interval.
+    pub redirect_interval: Duration,
+    /// Spoke: answer Traffic Indications by resolving the destination and installing a
+    /// direct shortcut (and answer other spokes' resolutions for its own prefixes).
+    pub shortcuts: bool,
+    /// Spoke: a shortcut unused for this long is removed.
+    pub shortcut_idle: Duration,
+    /// Spoke: most shortcuts at once.
+    pub max_shortcuts: usize,
 }
 
 /// One `[[nhrp.nhs]]`.
@@ -67,6 +79,16 @@ pub(super) struct RawNhrp {
     retry_max: Spanned<u64>,
     #[serde(default = "default_failover_after")]
     failover_after: u32,
+    #[serde(default = "super::default_off")]
+    redirect: Spanned<bool>,
+    #[serde(default = "default_redirect_interval_ms")]
+    redirect_interval_ms: u64,
+    #[serde(default = "super::default_off")]
+    shortcuts: Spanned<bool>,
+    #[serde(default = "default_shortcut_idle")]
+    shortcut_idle: Spanned<u64>,
+    #[serde(default = "default_max_shortcuts")]
+    max_shortcuts: usize,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +124,15 @@ fn default_retry_max() -> Spanned<u64> {
 }
 fn default_failover_after() -> u32 {
     3
+}
+fn default_redirect_interval_ms() -> u64 {
+    2000
+}
+fn default_shortcut_idle() -> Spanned<u64> {
+    Spanned::new(0..0, 120)
+}
+fn default_max_shortcuts() -> usize {
+    1024
 }
 
 /// Validates `raw` for a node of role `hub` (else spoke) with underlay address `nbma` and
@@ -169,6 +200,13 @@ pub(super) fn validate(
                 "a hub registers with no NHS; [[nhrp.nhs]] belongs in a spoke's config".into(),
             ));
         }
+        if *raw.shortcuts.get_ref() {
+            return Err(err(
+                raw.shortcuts.span(),
+                "nhrp.shortcuts",
+                "shortcuts is a spoke setting (a hub uses `redirect`)".into(),
+            ));
+        }
         if let Some(r) = raw.register.first() {
             return Err(err(
                 r.span(),
@@ -182,6 +220,13 @@ pub(super) fn validate(
                 raw.holdtime.span(),
                 "nhrp.nhs",
                 "a spoke with [nhrp] needs at least one [[nhrp.nhs]]".into(),
+            ));
+        }
+        if *raw.redirect.get_ref() {
+            return Err(err(
+                raw.redirect.span(),
+                "nhrp.redirect",
+                "redirect is a hub setting (a spoke uses `shortcuts`)".into(),
             ));
         }
         if !allowed_nbma.is_empty() {
@@ -201,6 +246,13 @@ pub(super) fn validate(
                 format!("cannot register {p}: the tunnel has no address of its family"),
             ));
         }
+    }
+    if *raw.shortcut_idle.get_ref() == 0 {
+        return Err(err(
+            raw.shortcut_idle.span(),
+            "nhrp.shortcut-idle",
+            "shortcut-idle must be at least 1 second".into(),
+        ));
     }
     let nhs = raw
         .nhs
@@ -222,5 +274,10 @@ pub(super) fn validate(
         nhs,
         retry_max: Duration::from_secs(*raw.retry_max.get_ref()),
         failover_after: raw.failover_after,
+        redirect: *raw.redirect.get_ref(),
+        redirect_interval: Duration::from_millis(raw.redirect_interval_ms),
+        shortcuts: *raw.shortcuts.get_ref(),
+        shortcut_idle: Duration::from_secs(*raw.shortcut_idle.get_ref()),
+        max_shortcuts: raw.max_shortcuts,
     })
 }

@@ -1,15 +1,18 @@
-//! The NHRP control thread: the I/O shell around the sans-IO registration state machines.
+//! The NHRP control thread: the I/O shell around the sans-IO NHRP state machines.
 //!
 //! Workers hand it every NHRP message the dataplane routes to the control path (with the
-//! underlay address and encapsulation it came over). A hub answers Registration and Purge
-//! Requests with its [`RegistrationServer`]s (one per overlay address family) and mirrors
-//! the registration table into dynamic peers and endpoint entries; a spoke registers with its
-//! NHSs through [`RegistrationClient`]s and points its default route at the active one.
-//! Every change republishes the dataplane snapshot the workers read between batches. The
-//! thread sends on its own handles of worker 0's sockets: raw GRE, and the GRE-in-UDP
+//! underlay address and encapsulation it came over) and, on a hub with redirect on, the
+//! first bytes of hairpinned packets the redirect limiter let through. A hub ([`hub`])
+//! answers Registration and Purge Requests, answers or forwards Resolution Requests and
+//! sends Traffic Indications; a spoke ([`spoke`]) registers with its NHSs and, with
+//! shortcuts on, resolves redirected destinations and answers other spokes. Every change of
+//! peers or prefixes republishes the dataplane snapshot the workers read between batches.
+//! The thread sends on its own handles of worker 0's sockets: raw GRE, and the GRE-in-UDP
 //! listener, so replies to a spoke behind NAT go back through the NAT's mapping.
 
+mod hub;
 mod peers;
+mod spoke;
 pub mod view;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -21,20 +24,39 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use mgre_io::GreSocket;
 use mgre_proto::nhrp::{
-    ClientConfig, NhsConfig, RegistrationClient, RegistrationServer, ReplyOutcome, ServerConfig,
-    Transmit,
+    ClientConfig, NhsConfig, RegistrationClient, RegistrationServer, Resolver, ResolverConfig,
+    ServerConfig,
 };
 use mgre_proto::wire::gre::{self, GreRepr};
-use mgre_proto::wire::nhrp::{Body, NhrpRepr, Operation};
+use mgre_proto::wire::nhrp::NhrpRepr;
 use mgre_proto::{Dataplane, DataplaneConfig, Encap, Peer, PeerId, Prefix, WorkerStats};
 
 use crate::config::{Config, NhrpConfig};
+pub use hub::HubState;
 use peers::DynamicPeers;
+pub use spoke::SpokeState;
 
 /// Messages waiting for the control thread before workers start dropping them.
 pub const QUEUE: usize = 4096;
 /// Longest sleep of the control thread (how quickly it notices a stop request).
 const TICK: Duration = Duration::from_millis(100);
+/// Redirect limiter slots (source/destination pairs tracked at once).
+pub const REDIRECT_SLOTS: usize = 4096;
+
+/// What workers hand the control thread.
+#[derive(Debug)]
+pub enum ToControl {
+    /// An NHRP message.
+    Nhrp(Inbound),
+    /// A hub forwarded this packet (its first bytes) from peer `ingress` to another spoke,
+    /// and the redirect limiter allows a Traffic Indication for its addresses.
+    Hairpinned {
+        /// The spoke it came from.
+        ingress: PeerId,
+        /// The packet from its IP header, cut at the Traffic Indication's limit.
+        packet: Vec<u8>,
+    },
+}
 
 /// An NHRP message a worker received.
 #[derive(Debug)]
@@ -50,21 +72,10 @@ pub struct Inbound {
 /// What this node does in NHRP.
 #[derive(Debug)]
 pub enum Node {
-    /// Next Hop Server: the registration tables (one per address family) and the peers
-    /// they created.
-    Hub {
-        /// IPv4 and/or IPv6 tables.
-        servers: Vec<RegistrationServer>,
-        /// Dynamic peers.
-        peers: DynamicPeers,
-    },
-    /// Next Hop Client: the registrations (one client per address family).
-    Spoke {
-        /// IPv4 and/or IPv6 clients.
-        clients: Vec<RegistrationClient>,
-        /// Peer id of each NHS, by underlay address.
-        nhs_peers: Vec<(IpAddr, PeerId)>,
-    },
+    /// Next Hop Server.
+    Hub(HubState),
+    /// Next Hop Client.
+    Spoke(SpokeState),
 }
 
 /// Control-path counters.
@@ -76,12 +87,24 @@ pub struct ControlCounters {
     pub malformed: u64,
     /// Well-formed messages of a type this node does not act on.
     pub unsupported: u64,
+    /// Error Indications received.
+    pub error_indications: u64,
     /// Messages sent.
     pub sent: u64,
     /// Messages the kernel refused to send.
     pub send_errors: u64,
     /// Dataplane snapshots published.
     pub snapshots: u64,
+    /// Hub: Traffic Indications sent (redirects).
+    pub redirects: u64,
+    /// Hub: Resolution Requests forwarded to the registered owner.
+    pub resolutions_forwarded: u64,
+    /// Hub: Resolution Requests answered for its own addresses.
+    pub resolutions_answered: u64,
+    /// Hub: Resolution Requests for unknown destinations (negative reply).
+    pub resolutions_unresolved: u64,
+    /// Hub: Resolution Requests refused with an Error Indication.
+    pub resolution_errors: u64,
 }
 
 /// The NHRP state shared with `mgre show` and the metrics scrape.
@@ -99,6 +122,47 @@ impl NhrpState {
     /// Seconds from now until `t` (a state-machine time), saturating at 0.
     pub fn remaining(&self, t: Duration) -> u64 {
         t.saturating_sub(self.epoch.elapsed()).as_secs()
+    }
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy)]
+enum Dest {
+    /// Back where a message came from (address, port and encapsulation as received).
+    Reply(SocketAddr, Encap),
+    /// To an underlay address: the way the dataplane reaches that peer (NAT port
+    /// included), else the site's default encapsulation.
+    Underlay(IpAddr),
+}
+
+/// Messages to send.
+type Outbox = Vec<(NhrpRepr, Dest)>;
+
+/// What the hub and spoke halves read while handling a message.
+struct Ctx<'a> {
+    /// Settings of learnt peers (key, checksum, default encapsulation).
+    template: &'a Peer,
+    workers: &'a [Arc<WorkerStats>],
+    /// The dataplane snapshot in force.
+    dp: &'a Dataplane,
+    /// How many of its peers are configured ones.
+    static_peers: usize,
+}
+
+impl Ctx<'_> {
+    /// A peer's (rx packets, rx bytes, tx packets, tx bytes) summed over the workers.
+    fn peer_counters(&self, id: PeerId) -> (u64, u64, u64, u64) {
+        self.workers
+            .iter()
+            .filter_map(|w| w.peer(id))
+            .fold((0, 0, 0, 0), |(a, b, c, d), p| {
+                (
+                    a + p.rx.packets.get(),
+                    b + p.rx.bytes.get(),
+                    c + p.tx.packets.get(),
+                    d + p.tx.bytes.get(),
+                )
+            })
     }
 }
 
@@ -140,12 +204,12 @@ impl Sender {
 
 /// Everything the control thread owns.
 pub struct Control {
-    rx: Receiver<Inbound>,
+    rx: Receiver<ToControl>,
     sender: Sender,
     state: Arc<Mutex<NhrpState>>,
     dp: Arc<ArcSwap<Dataplane>>,
     base: DataplaneConfig,
-    /// Settings of dynamic peers (key, checksum).
+    /// Settings of learnt peers (key, checksum, default encapsulation).
     template: Peer,
     workers: Vec<Arc<WorkerStats>>,
     stop: Arc<AtomicBool>,
@@ -158,7 +222,7 @@ impl Control {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: &Config,
-        rx: Receiver<Inbound>,
+        rx: Receiver<ToControl>,
         gre: GreSocket,
         udp: Option<UdpSocket>,
         dp: Arc<ArcSwap<Dataplane>>,
@@ -174,8 +238,21 @@ impl Control {
             .map(|(a, _)| IpAddr::V4(*a))
             .chain(cfg.tun.ipv6.first().map(|(a, _)| IpAddr::V6(*a)))
             .collect();
+        // Learnt peers speak the tunnel's key and checksum; a spoke reaches its shortcut
+        // peers over the encapsulation it uses to its preferred NHS until they answer over
+        // another.
+        let default_encap = base
+            .nhs
+            .map_or(Encap::Gre, |id| base.peers[id as usize].encap);
+        let template = Peer {
+            key: cfg.gre_key,
+            checksum: cfg.gre_checksum,
+            encap: default_encap,
+            ..Peer::vacant()
+        };
+        let slots = base.peer_capacity.saturating_sub(base.peers.len());
         let node = match base.role {
-            mgre_proto::Role::Hub => Node::Hub {
+            mgre_proto::Role::Hub => Node::Hub(HubState {
                 servers: own
                     .iter()
                     .map(|&protocol_address| {
@@ -189,30 +266,32 @@ impl Control {
                         })
                     })
                     .collect(),
-                peers: DynamicPeers::new(base.peers.len(), base.peer_capacity - base.peers.len()),
-            },
-            mgre_proto::Role::Spoke => Node::Spoke {
-                clients: own
-                    .iter()
-                    .map(|&a| client_config(cfg, n, a))
-                    .map(|c| {
-                        RegistrationClient::new(c)
+                peers: DynamicPeers::new(base.peers.len(), slots),
+                redirect: n.redirect,
+            }),
+            mgre_proto::Role::Spoke => Node::Spoke(SpokeState::new(
+                own.iter()
+                    .map(|&a| {
+                        RegistrationClient::new(client_config(cfg, n, a))
                             .map_err(|e| anyhow::anyhow!("NHRP client configuration: {e}"))
                     })
                     .collect::<anyhow::Result<_>>()?,
-                nhs_peers: n.nhs.iter().map(|s| (s.nbma, s.peer)).collect(),
-            },
+                n.nhs.iter().map(|s| (s.nbma, s.peer)).collect(),
+                if n.shortcuts {
+                    own.iter()
+                        .map(|&a| Resolver::new(resolver_config(cfg, n, a)))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                DynamicPeers::new(base.peers.len(), slots),
+            )),
         };
         let state = Arc::new(Mutex::new(NhrpState {
             node,
             counters: ControlCounters::default(),
             epoch: Instant::now(),
         }));
-        let template = Peer {
-            key: base.open_nhrp.and_then(|o| o.key),
-            checksum: cfg.gre_checksum,
-            ..Peer::vacant()
-        };
         let header = GreRepr {
             protocol: gre::PROTO_NHRP,
             checksum: cfg.gre_checksum,
@@ -239,11 +318,11 @@ impl Control {
         Ok((control, state))
     }
 
-    /// Runs until the stop flag is set; a spoke then purges its registrations.
+    /// Runs until the stop flag is set; a spoke then purges its registrations and the
+    /// answers it gave.
     pub fn run(mut self) {
         loop {
-            let deadline = self.next_deadline();
-            let wait = deadline.map_or(TICK, |d| d.min(TICK));
+            let wait = self.next_deadline().map_or(TICK, |d| d.min(TICK));
             match self.rx.recv_timeout(wait) {
                 Ok(m) => {
                     self.handle(m);
@@ -270,177 +349,98 @@ impl Control {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn now(&self) -> Duration {
-        self.lock().epoch.elapsed()
-    }
-
     /// Time until the next protocol timer.
     fn next_deadline(&self) -> Option<Duration> {
         let st = self.lock();
         let now = st.epoch.elapsed();
         let next = match &st.node {
-            Node::Hub { servers, .. } => servers.iter().filter_map(|s| s.poll_timeout()).min(),
-            Node::Spoke { clients, .. } => clients.iter().filter_map(|c| c.poll_timeout()).min(),
+            Node::Hub(h) => h.next_deadline(),
+            Node::Spoke(s) => s.next_deadline(),
         };
         next.map(|t| t.saturating_sub(now))
     }
 
-    fn handle(&mut self, m: Inbound) {
-        let now = self.now();
-        let repr = match NhrpRepr::parse(&m.message) {
-            Ok(r) => r,
-            Err(e) => {
-                self.lock().counters.malformed += 1;
-                tracing::debug!(from = %m.from, error = %e, "malformed NHRP message");
-                return;
-            }
+    fn handle(&mut self, m: ToControl) {
+        let dp = self.dp.load();
+        let ctx = Ctx {
+            template: &self.template,
+            workers: &self.workers,
+            dp: &dp,
+            static_peers: self.base.peers.len(),
         };
-        let op = match &repr.body {
-            Body::Entries { op, .. } => Some(*op),
-            _ => None,
-        };
-        let mut out: Vec<(NhrpRepr, SocketAddr, Encap)> = Vec::new();
+        let mut out = Outbox::new();
         {
-            let workers = &self.workers;
-            let template = &self.template;
             let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let st = &mut *guard;
-            st.counters.received += 1;
-            match &mut st.node {
-                Node::Hub { servers, peers } => {
-                    let Some(server) = servers
-                        .iter_mut()
-                        .find(|s| family_matches(s.config().protocol_address, &repr))
-                    else {
-                        st.counters.unsupported += 1;
-                        return;
-                    };
-                    let outcome = match op {
-                        Some(Operation::RegistrationRequest) => {
-                            server.handle_request(now, m.from.ip(), &repr)
-                        }
-                        Some(Operation::PurgeRequest) => {
-                            server.handle_purge(now, m.from.ip(), &repr)
-                        }
-                        _ => {
-                            st.counters.unsupported += 1;
-                            tracing::debug!(from = %m.from, op = repr.op_type(), "NHRP message not handled by a hub");
-                            return;
-                        }
-                    };
-                    peers.seen(m.from, m.encap);
-                    log_changes(&outcome.changes);
-                    if !outcome.changes.is_empty() {
-                        let counters = |id: PeerId| peer_counters(workers, id);
-                        peers.apply(&outcome.changes, template, &counters);
-                        self.dirty = true;
-                    }
-                    if let Some(reply) = outcome.reply {
-                        log_refusal(&reply, m.from);
-                        out.push((reply, m.from, m.encap));
+            let now = st.epoch.elapsed();
+            match m {
+                ToControl::Hairpinned { ingress, packet } => {
+                    if let Node::Hub(h) = &mut st.node {
+                        h.hairpinned(&mut st.counters, &ctx, ingress, &packet, &mut out);
                     }
                 }
-                Node::Spoke { clients, .. } => match op {
-                    Some(Operation::RegistrationReply) => {
-                        let Some(client) = clients
-                            .iter_mut()
-                            .find(|c| family_matches(c.config().protocol_address, &repr))
-                        else {
-                            st.counters.unsupported += 1;
-                            return;
-                        };
-                        let before = client.active();
-                        match client.handle_reply(now, m.from.ip(), &repr) {
-                            ReplyOutcome::Registered { holding_time } => tracing::debug!(
-                                nhs = %m.from.ip(), holding_time, "registered with NHS"
-                            ),
-                            ReplyOutcome::Nak { code } => tracing::warn!(
-                                nhs = %m.from.ip(), code, "NHS refused the registration"
-                            ),
-                            ReplyOutcome::Ignored(why) => {
-                                tracing::debug!(nhs = %m.from.ip(), ?why, "NHRP reply ignored")
-                            }
-                        }
-                        if client.active() != before {
-                            self.dirty = true;
-                        }
+                ToControl::Nhrp(m) => match NhrpRepr::parse(&m.message) {
+                    Err(e) => {
+                        st.counters.malformed += 1;
+                        tracing::debug!(from = %m.from, error = %e, "malformed NHRP message");
                     }
-                    Some(Operation::PurgeReply) => {}
-                    _ => {
-                        st.counters.unsupported += 1;
-                        tracing::debug!(from = %m.from, op = repr.op_type(), "NHRP message not handled by a spoke");
+                    Ok(repr) => {
+                        st.counters.received += 1;
+                        self.dirty |= match &mut st.node {
+                            Node::Hub(h) => {
+                                h.handle(&mut st.counters, &ctx, now, &m, &repr, &mut out)
+                            }
+                            Node::Spoke(s) => {
+                                s.handle(&mut st.counters, &ctx, now, &m, &repr, &mut out)
+                            }
+                        };
                     }
                 },
             }
         }
-        for (msg, to, encap) in out {
-            self.transmit(&msg, to, encap);
-        }
+        self.transmit(&dp, out);
     }
 
-    /// Runs the state machines' timers: expiries on a hub, (re)registrations on a spoke.
+    /// Runs the state machines' timers.
     fn poll_timers(&mut self) {
-        let now = self.now();
-        let mut out = Vec::new();
+        let dp = self.dp.load();
+        let ctx = Ctx {
+            template: &self.template,
+            workers: &self.workers,
+            dp: &dp,
+            static_peers: self.base.peers.len(),
+        };
+        let mut out = Outbox::new();
         {
-            let workers = &self.workers;
-            let template = &self.template;
-            let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            match &mut guard.node {
-                Node::Hub { servers, peers } => {
-                    for s in servers.iter_mut() {
-                        if s.poll_timeout().is_some_and(|t| t <= now) {
-                            let changes: Vec<_> = s
-                                .expire(now)
-                                .into_iter()
-                                .map(|registration| mgre_proto::nhrp::Change::Removed {
-                                    registration,
-                                    cause: mgre_proto::nhrp::RemovalCause::Expired,
-                                })
-                                .collect();
-                            log_changes(&changes);
-                            let counters = |id: PeerId| peer_counters(workers, id);
-                            peers.apply(&changes, template, &counters);
-                            self.dirty = true;
-                        }
-                    }
-                }
-                Node::Spoke { clients, .. } => {
-                    for c in clients.iter_mut() {
-                        if c.poll_timeout().is_some_and(|t| t <= now) {
-                            let before = c.active();
-                            out.extend(c.poll(now));
-                            if c.active() != before {
-                                self.dirty = true;
-                            }
-                        }
-                    }
-                }
-            }
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = st.epoch.elapsed();
+            self.dirty |= match &mut st.node {
+                Node::Hub(h) => h.poll(&ctx, now),
+                Node::Spoke(s) => s.poll(&ctx, now, &mut out),
+            };
         }
-        self.send_transmits(out);
+        self.transmit(&dp, out);
     }
 
-    fn send_transmits(&mut self, out: Vec<Transmit>) {
-        for t in out {
-            let encap = self
-                .base
-                .peers
-                .iter()
-                .find(|p| p.nbma == t.nhs)
-                .map_or(Encap::Gre, |p| p.encap);
-            self.transmit(&t.message, SocketAddr::new(t.nhs, 0), encap);
-        }
-    }
-
-    fn transmit(&mut self, msg: &NhrpRepr, to: SocketAddr, encap: Encap) {
-        let result = self.sender.send(msg, to, encap);
-        let mut st = self.lock();
-        match result {
-            Ok(()) => st.counters.sent += 1,
-            Err(e) => {
-                st.counters.send_errors += 1;
-                tracing::debug!(%to, error = %e, "sending NHRP failed");
+    fn transmit(&mut self, dp: &Dataplane, out: Outbox) {
+        for (msg, dest) in out {
+            let (to, encap) = match dest {
+                Dest::Reply(to, encap) => (to, encap),
+                Dest::Underlay(ip) => {
+                    match dp.peer_by_nbma(ip).map(|id| &dp.peers()[id as usize]) {
+                        Some(p) => (SocketAddr::new(ip, p.udp_port.unwrap_or(0)), p.encap),
+                        None => (SocketAddr::new(ip, 0), self.template.encap),
+                    }
+                }
+            };
+            let result = self.sender.send(&msg, to, encap);
+            let mut st = self.lock();
+            match result {
+                Ok(()) => st.counters.sent += 1,
+                Err(e) => {
+                    st.counters.send_errors += 1;
+                    tracing::debug!(%to, error = %e, "sending NHRP failed");
+                }
             }
         }
     }
@@ -451,44 +451,36 @@ impl Control {
         self.dirty = false;
         let mut st = self.lock();
         let cfg = match &st.node {
-            Node::Hub { servers, peers } => {
-                peers.snapshot(&self.base, servers.iter().flat_map(|s| s.entries()))
-            }
-            Node::Spoke { clients, nhs_peers } => {
-                let mut cfg = self.base.clone();
-                if let Some(active) = clients.iter().find_map(RegistrationClient::active)
-                    && let Some((_, id)) = nhs_peers.iter().find(|(a, _)| *a == active)
+            Node::Hub(h) => h.snapshot(&self.base),
+            Node::Spoke(s) => {
+                let cfg = s.snapshot(&self.base);
+                if cfg.nhs != self.dp.load().config().nhs
+                    && let Some(id) = cfg.nhs
                 {
-                    cfg.nhs = Some(*id);
+                    tracing::info!(nhs = %cfg.peers[id as usize].name, "default NHS");
                 }
                 cfg
             }
         };
-        if let Node::Spoke { .. } = &st.node
-            && let Some(id) = cfg.nhs
-        {
-            tracing::info!(nhs = %cfg.peers[id as usize].name, "default NHS");
-        }
         st.counters.snapshots += 1;
         drop(st);
         self.dp.store(Arc::new(Dataplane::new(cfg)));
     }
 
-    /// A spoke withdraws its registrations (Purge Requests, no reply wanted).
+    /// A spoke withdraws its registrations and answers (Purge Requests, no reply wanted).
     fn shutdown(&mut self) {
-        let out: Vec<Transmit> = {
-            let mut st = self.lock();
-            match &mut st.node {
-                Node::Spoke { clients, .. } => {
-                    clients.iter_mut().flat_map(|c| c.shutdown()).collect()
-                }
-                Node::Hub { .. } => Vec::new(),
-            }
-        };
-        if !out.is_empty() {
-            tracing::info!(purges = out.len(), "purging NHRP registrations");
+        let mut out = Outbox::new();
+        if let Node::Spoke(s) = &mut self.lock().node {
+            s.shutdown(&mut out);
         }
-        self.send_transmits(out);
+        if !out.is_empty() {
+            tracing::info!(
+                purges = out.len(),
+                "purging NHRP registrations and shortcuts"
+            );
+        }
+        let dp = self.dp.load_full();
+        self.transmit(&dp, out);
     }
 }
 
@@ -529,7 +521,7 @@ fn random_u32() -> u32 {
     RandomState::new().hash_one(Instant::now()) as u32
 }
 
-fn family_matches(own: IpAddr, repr: &NhrpRepr) -> bool {
+pub(crate) fn family_matches(own: IpAddr, repr: &NhrpRepr) -> bool {
     matches!(
         (own, repr.protocol),
         (IpAddr::V4(_), mgre_proto::wire::nhrp::Family::Ipv4)
@@ -537,22 +529,7 @@ fn family_matches(own: IpAddr, repr: &NhrpRepr) -> bool {
     )
 }
 
-/// A peer's (rx packets, rx bytes, tx packets, tx bytes) summed over the workers.
-fn peer_counters(workers: &[Arc<WorkerStats>], id: PeerId) -> (u64, u64, u64, u64) {
-    workers
-        .iter()
-        .filter_map(|w| w.peer(id))
-        .fold((0, 0, 0, 0), |(a, b, c, d), p| {
-            (
-                a + p.rx.packets.get(),
-                b + p.rx.bytes.get(),
-                c + p.tx.packets.get(),
-                d + p.tx.bytes.get(),
-            )
-        })
-}
-
-fn log_changes(changes: &[mgre_proto::nhrp::Change]) {
+pub(crate) fn log_changes(changes: &[mgre_proto::nhrp::Change]) {
     use mgre_proto::nhrp::Change;
     for c in changes {
         match c {
@@ -577,10 +554,22 @@ fn log_changes(changes: &[mgre_proto::nhrp::Change]) {
     }
 }
 
-fn log_refusal(reply: &NhrpRepr, to: SocketAddr) {
-    if let Body::Entries { cies, .. } = &reply.body
-        && let Some(c) = cies.iter().find(|c| c.code != 0)
-    {
-        tracing::warn!(%to, code = c.code, "NHRP registration refused");
-    }
+/// The resolver configuration of a spoke for its overlay address `own`: it answers for the
+/// prefixes it registers.
+fn resolver_config(cfg: &Config, n: &NhrpConfig, own: IpAddr) -> ResolverConfig {
+    let mut c = ResolverConfig::new(cfg.nbma, own);
+    c.prefixes = n
+        .register
+        .iter()
+        .copied()
+        .filter(|p: &Prefix| p.addr().is_ipv4() == own.is_ipv4())
+        .collect();
+    c.secret = n.secret.clone();
+    c.holding_time = n.holdtime;
+    c.idle_timeout = n.shortcut_idle;
+    // Refresh a used shortcut a third of its holding time before it ends (at most FRR's 60 s).
+    c.refresh_before = Duration::from_secs(u64::from(n.holdtime.get()) / 3).min(c.refresh_before);
+    c.max_shortcuts = n.max_shortcuts;
+    c.first_request_id = random_u32();
+    c
 }

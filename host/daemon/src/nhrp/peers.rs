@@ -1,14 +1,15 @@
-//! A hub's dynamic peers: one dataplane peer per spoke underlay address that holds at least
-//! one registration, in slots after the configured peers (ids stay stable while a spoke is
-//! registered; freed slots are reused), and the dataplane snapshots built from them.
+//! Peers learnt through NHRP: on a hub one dataplane peer per spoke underlay address that
+//! holds at least one registration, on a spoke one per shortcut peer. They live in slots
+//! after the configured peers (ids stay stable while in use; freed slots are reused), and
+//! the dataplane snapshots are built from them.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use mgre_proto::nhrp::{Change, Registration};
+use mgre_proto::nhrp::{Change, Registration, ShortcutChange};
 use mgre_proto::{DataplaneConfig, Encap, Peer, PeerId, Prefix};
 
-/// The dynamic part of a hub's peer list.
+/// The dynamic part of a peer list.
 #[derive(Debug)]
 pub struct DynamicPeers {
     /// Configured peers come first; dynamic slot `i` is peer id `first + i`.
@@ -24,7 +25,7 @@ pub struct DynamicPeers {
 #[derive(Debug, Clone)]
 struct Slot {
     peer: Peer,
-    /// Registrations pointing at it; 0 = vacant.
+    /// Registrations (or shortcuts) pointing at it; 0 = vacant.
     refs: u32,
     /// Registered from behind NAT (its underlay address is the observed one).
     nat: bool,
@@ -68,15 +69,17 @@ impl DynamicPeers {
         let mut changed = false;
         for c in changes {
             match c {
-                Change::Added(r) => changed |= self.acquire(r, template, counters),
+                Change::Added(r) => {
+                    changed |= self.acquire(underlay(r), r.nat_nbma.is_some(), template, counters)
+                }
                 Change::Refreshed(_) => {}
                 Change::Replaced { old, new } => {
-                    self.release(old);
-                    self.acquire(new, template, counters);
+                    self.release(underlay(old));
+                    self.acquire(underlay(new), new.nat_nbma.is_some(), template, counters);
                     changed = true;
                 }
                 Change::Removed { registration, .. } => {
-                    self.release(registration);
+                    self.release(underlay(registration));
                     changed = true;
                 }
             }
@@ -84,11 +87,50 @@ impl DynamicPeers {
         changed
     }
 
+    /// Mirrors shortcut changes into the slots (see [`DynamicPeers::apply`]). Returns
+    /// whether the endpoint table must change.
+    /// Shortcuts to an address for which `configured` holds (an NHS: a configured peer)
+    /// take no slot.
+    pub fn apply_shortcuts(
+        &mut self,
+        changes: &[ShortcutChange],
+        template: &Peer,
+        counters: &dyn Fn(PeerId) -> (u64, u64, u64, u64),
+        configured: &dyn Fn(IpAddr) -> bool,
+    ) -> bool {
+        for c in changes {
+            match c {
+                ShortcutChange::Added(s) if !configured(s.nbma) => {
+                    self.acquire(s.nbma, false, template, counters);
+                }
+                ShortcutChange::Removed { shortcut, .. } if !configured(shortcut.nbma) => {
+                    self.release(shortcut.nbma)
+                }
+                _ => {}
+            }
+        }
+        changes
+            .iter()
+            .any(|c| !matches!(c, ShortcutChange::Refreshed(_)))
+    }
+
+    /// The peer id of underlay address `addr`, if it holds a slot.
+    pub fn peer_at(&self, addr: IpAddr) -> Option<PeerId> {
+        self.by_underlay
+            .get(&addr)
+            .map(|&i| (self.first + i) as PeerId)
+    }
+
+    /// Underlay addresses holding a slot, with their peer ids.
+    pub fn live(&self) -> impl Iterator<Item = (IpAddr, PeerId)> + '_ {
+        self.by_underlay
+            .iter()
+            .map(|(a, &i)| (*a, (self.first + i) as PeerId))
+    }
+
     /// The peer id registrations of `r`'s spoke map to.
     pub fn peer_of(&self, r: &Registration) -> Option<PeerId> {
-        self.by_underlay
-            .get(&underlay(r))
-            .map(|&i| (self.first + i) as PeerId)
+        self.peer_at(underlay(r))
     }
 
     /// The counter baseline of dynamic peer `id` (zero for configured peers).
@@ -105,11 +147,11 @@ impl DynamicPeers {
     }
 
     /// The dataplane configuration of `base` with the dynamic peers appended and `entries`
-    /// (prefix, registration) mapped to them.
-    pub fn snapshot<'a>(
+    /// (prefix, underlay address) mapped to them.
+    pub fn snapshot(
         &self,
         base: &DataplaneConfig,
-        entries: impl Iterator<Item = &'a Registration>,
+        entries: impl Iterator<Item = (Prefix, IpAddr)>,
     ) -> DataplaneConfig {
         let mut cfg = base.clone();
         cfg.peers.extend(self.slots.iter().map(|s| match s.refs {
@@ -117,7 +159,7 @@ impl DynamicPeers {
             _ => s.peer.clone(),
         }));
         let extra: Vec<(Prefix, PeerId)> = entries
-            .filter_map(|r| Some((r.prefix, self.peer_of(r)?)))
+            .filter_map(|(prefix, addr)| Some((prefix, self.peer_at(addr)?)))
             .collect();
         cfg.map.extend(extra);
         cfg
@@ -125,11 +167,11 @@ impl DynamicPeers {
 
     fn acquire(
         &mut self,
-        r: &Registration,
+        addr: IpAddr,
+        nat: bool,
         template: &Peer,
         counters: &dyn Fn(PeerId) -> (u64, u64, u64, u64),
     ) -> bool {
-        let addr = underlay(r);
         if let Some(&i) = self.by_underlay.get(&addr) {
             self.slots[i].refs += 1;
             return false;
@@ -145,15 +187,15 @@ impl DynamicPeers {
                 });
                 self.slots.len() - 1
             }
-            // The server's entry limit keeps registered spokes within the capacity.
+            // The server's entry limit (the resolver's shortcut limit) keeps peers within
+            // the capacity.
             None => return false,
         };
         let (encap, port) = self
             .last_seen
             .get(&addr)
             .copied()
-            .unwrap_or((Encap::Gre, 0));
-        let nat = r.nat_nbma.is_some();
+            .unwrap_or((template.encap, 0));
         self.slots[i] = Slot {
             peer: Peer {
                 name: format!("nhrp-{addr}"),
@@ -170,8 +212,7 @@ impl DynamicPeers {
         true
     }
 
-    fn release(&mut self, r: &Registration) {
-        let addr = underlay(r);
+    fn release(&mut self, addr: IpAddr) {
         let Some(&i) = self.by_underlay.get(&addr) else {
             return;
         };
@@ -186,7 +227,7 @@ impl DynamicPeers {
 }
 
 /// Where a registration's spoke is reached: the address its packets come from.
-fn underlay(r: &Registration) -> IpAddr {
+pub fn underlay(r: &Registration) -> IpAddr {
     r.nat_nbma.unwrap_or(r.nbma)
 }
 
@@ -280,7 +321,7 @@ mod tests {
             &zero,
         );
         let base = base();
-        let cfg = d.snapshot(&base, [&b].into_iter());
+        let cfg = d.snapshot(&base, [(b.prefix, b.nbma)].into_iter());
         assert_eq!(cfg.peers.len(), 2);
         assert!(cfg.peers[0].is_vacant());
         assert_eq!(cfg.peers[1].nbma.to_string(), "192.0.2.12");
@@ -295,13 +336,13 @@ mod tests {
         d.seen("198.51.100.200:40000".parse().unwrap(), Encap::GreUdp);
         let a = reg("203.0.113.0/26", "192.0.2.11", Some("198.51.100.200"));
         d.apply(&[Change::Added(a.clone())], &template(), &zero);
-        let cfg = d.snapshot(&base(), [&a].into_iter());
+        let cfg = d.snapshot(&base(), [(a.prefix, underlay(&a))].into_iter());
         assert_eq!(cfg.peers[0].nbma.to_string(), "198.51.100.200");
         assert_eq!(cfg.peers[0].encap, Encap::GreUdp);
         assert_eq!(cfg.peers[0].udp_port, Some(40000));
         // The NAT rebinds: the next message comes from another port.
         d.seen("198.51.100.200:40001".parse().unwrap(), Encap::GreUdp);
-        let cfg = d.snapshot(&base(), [&a].into_iter());
+        let cfg = d.snapshot(&base(), [(a.prefix, underlay(&a))].into_iter());
         assert_eq!(cfg.peers[0].udp_port, Some(40001));
     }
 }

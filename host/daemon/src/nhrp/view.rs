@@ -2,7 +2,7 @@
 //! the cache (static and registered entries), the NHS registrations, and counters.
 
 use mgre_proto::Dataplane;
-use mgre_proto::nhrp::{NhsState, ServerCounters};
+use mgre_proto::nhrp::{NhsState, ServerCounters, ShortcutOrigin};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -17,14 +17,16 @@ pub struct CacheRow {
     pub nbma: String,
     /// Underlay address packets go to (differs behind NAT).
     pub underlay: String,
-    /// `static` (configured), `dynamic` (registered with this hub).
+    /// `static` (configured), `dynamic` (registered with this hub), `shortcut` (resolved
+    /// directly with another spoke).
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// Seconds until it expires unless refreshed; `None` for static entries.
     pub expires_in: Option<u64>,
     /// Holding time granted, seconds.
     pub holdtime: Option<u16>,
-    /// `unique`, `nat`, `nhs`.
+    /// `unique`, `nat`, `nhs`; for shortcuts `resolved` (this spoke asked) or `answered`
+    /// (the other spoke asked).
     pub flags: Vec<&'static str>,
     /// The dataplane peer it points at.
     pub peer: String,
@@ -78,7 +80,8 @@ pub fn cache(st: &NhrpState, dp: &Dataplane, static_peers: usize) -> Value {
         .filter(|(_, id)| (*id as usize) < static_peers)
         .map(|(prefix, id)| {
             let p = &peers[*id as usize];
-            let nhs = matches!(&st.node, Node::Spoke { nhs_peers, .. } if nhs_peers.iter().any(|(_, n)| n == id));
+            let nhs =
+                matches!(&st.node, Node::Spoke(sp) if sp.nhs_peers.iter().any(|(_, n)| n == id));
             CacheRow {
                 protocol: prefix.to_string(),
                 nbma: p.nbma.to_string(),
@@ -93,7 +96,8 @@ pub fn cache(st: &NhrpState, dp: &Dataplane, static_peers: usize) -> Value {
         .collect();
     let mut counters = serde_json::Map::new();
     let role = match &st.node {
-        Node::Hub { servers, peers } => {
+        Node::Hub(h) => {
+            let (servers, peers) = (&h.servers, &h.peers);
             for s in servers {
                 for r in s.entries() {
                     let mut flags = Vec::new();
@@ -119,7 +123,30 @@ pub fn cache(st: &NhrpState, dp: &Dataplane, static_peers: usize) -> Value {
             counters.insert("spokes".into(), peers.len().into());
             "hub"
         }
-        Node::Spoke { .. } => "spoke",
+        Node::Spoke(sp) => {
+            for r in &sp.resolvers {
+                for sc in r.shortcuts() {
+                    let origin = match sc.origin {
+                        ShortcutOrigin::Resolved { .. } => "resolved",
+                        ShortcutOrigin::Answered => "answered",
+                    };
+                    rows.push(CacheRow {
+                        protocol: sc.prefix.to_string(),
+                        nbma: sc.nbma.to_string(),
+                        underlay: sc.nbma.to_string(),
+                        kind: "shortcut",
+                        expires_in: Some(st.remaining(sc.expires)),
+                        holdtime: Some(sc.holding_time),
+                        flags: vec![origin],
+                        peer: dp.peer_by_nbma(sc.nbma).map_or(String::new(), name),
+                    });
+                }
+            }
+            if let Some(c) = resolver_counters(st) {
+                counters.extend(c);
+            }
+            "spoke"
+        }
     };
     if let Value::Object(c) = json!(st.counters) {
         counters.extend(c);
@@ -130,10 +157,10 @@ pub fn cache(st: &NhrpState, dp: &Dataplane, static_peers: usize) -> Value {
 /// `mgre show nhs` as JSON: role and one row per server and family.
 pub fn nhs(st: &NhrpState) -> Value {
     let (role, rows): (&str, Vec<NhsRow>) = match &st.node {
-        Node::Hub { .. } => ("hub", Vec::new()),
-        Node::Spoke { clients, .. } => (
+        Node::Hub(_) => ("hub", Vec::new()),
+        Node::Spoke(sp) => (
             "spoke",
-            clients
+            sp.clients
                 .iter()
                 .flat_map(|c| {
                     let family = if c.config().protocol_address.is_ipv4() {
@@ -199,14 +226,67 @@ pub fn server_counters(c: &ServerCounters) -> serde_json::Map<String, Value> {
 /// The hub's server counters summed over families (`None` on a spoke).
 pub fn hub_counters(st: &NhrpState) -> Option<ServerCounters> {
     match &st.node {
-        Node::Hub { servers, .. } => Some(
-            servers
+        Node::Hub(h) => Some(
+            h.servers
                 .iter()
                 .fold(ServerCounters::default(), |a, s| add(a, s.counters())),
         ),
-        Node::Spoke { .. } => None,
+        Node::Spoke(_) => None,
     }
 }
+
+/// A spoke's shortcut counters summed over its resolvers, by name (`None` on a hub or with
+/// shortcuts off).
+pub fn resolver_counters(st: &NhrpState) -> Option<serde_json::Map<String, Value>> {
+    let Node::Spoke(sp) = &st.node else {
+        return None;
+    };
+    if sp.resolvers.is_empty() {
+        return None;
+    }
+    let mut sum = [0u64; 11];
+    for r in &sp.resolvers {
+        let c = r.counters();
+        let values = [
+            c.requests,
+            c.retransmissions,
+            c.gave_up,
+            c.answered,
+            c.replies,
+            c.naks,
+            c.added,
+            c.expired,
+            c.idle,
+            c.purged,
+            c.indications,
+        ];
+        for (acc, v) in sum.iter_mut().zip(values) {
+            *acc += v;
+        }
+    }
+    Some(
+        RESOLVER_COUNTERS
+            .iter()
+            .zip(sum)
+            .map(|(k, v)| ((*k).to_owned(), v.into()))
+            .collect(),
+    )
+}
+
+/// Names of [`resolver_counters`], in order.
+pub const RESOLVER_COUNTERS: [&str; 11] = [
+    "resolution_requests",
+    "resolution_retransmissions",
+    "resolutions_given_up",
+    "resolutions_answered",
+    "resolution_replies",
+    "resolution_naks",
+    "shortcuts_added",
+    "shortcuts_expired",
+    "shortcuts_idle",
+    "shortcuts_purged",
+    "traffic_indications",
+];
 
 fn add(a: ServerCounters, b: &ServerCounters) -> ServerCounters {
     ServerCounters {

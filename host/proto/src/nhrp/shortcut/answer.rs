@@ -173,20 +173,41 @@ impl Resolver {
         (reply, changes)
     }
 
-    /// Stops resolving and returns a Purge Request (N flag: no reply wanted) to every spoke
-    /// this resolver answered within the holding time it granted, naming the prefixes it
-    /// answered with, so they withdraw their shortcuts to this spoke. The shortcuts stay
-    /// listed; the caller is going away.
+    /// Stops resolving and returns Purge Requests (N flag: no reply wanted) so that no
+    /// other spoke keeps a shortcut to this one: to every spoke this resolver answered
+    /// within the holding time it granted, naming the prefixes it answered with; and to
+    /// every spoke it resolved (which installed a reverse shortcut to this spoke's address
+    /// when answering), naming this spoke's address. The shortcuts stay listed; the caller
+    /// is going away.
     #[must_use]
     pub fn shutdown(&mut self) -> Vec<Outgoing> {
         self.pending.clear();
         let answered = std::mem::take(&mut self.answered);
-        answered
+        let own = Prefix::new(
+            self.config.protocol_address,
+            host_len(self.config.protocol_address),
+        )
+        .expect("a host prefix of the address's own family is valid");
+        let mut resolved: Vec<(IpAddr, IpAddr)> = self
+            .shortcuts
+            .values()
+            .map(|e| &e.shortcut)
+            .filter(|s| matches!(s.origin, ShortcutOrigin::Resolved { .. }))
+            .filter(|s| !answered.contains_key(&s.nbma))
+            .map(|s| (s.nbma, s.prefix.addr()))
+            .collect();
+        resolved.sort();
+        resolved.dedup_by_key(|(nbma, _)| *nbma);
+        let targets: Vec<(IpAddr, IpAddr, Vec<Prefix>)> = answered
             .into_iter()
-            .map(|(to, a)| {
+            .map(|(to, a)| (to, a.proto, a.prefixes))
+            .chain(resolved.into_iter().map(|(to, dst)| (to, dst, vec![own])))
+            .collect();
+        targets
+            .into_iter()
+            .map(|(to, dst_proto, prefixes)| {
                 let request_id = self.take_request_id();
-                let cies = a
-                    .prefixes
+                let cies = prefixes
                     .iter()
                     .map(|p| Cie {
                         holding_time: 0,
@@ -196,7 +217,7 @@ impl Resolver {
                 Outgoing {
                     to,
                     message: self.message(
-                        Some(a.proto),
+                        Some(dst_proto),
                         Operation::PurgeRequest,
                         FLAG_PURGE_NO_REPLY,
                         request_id,

@@ -413,6 +413,22 @@ fn a_purge_from_the_owner_removes_its_shortcuts_and_shutdown_sends_them() {
 }
 
 #[test]
+fn shutdown_also_withdraws_the_reverse_shortcuts_of_the_spokes_it_resolved() {
+    let mut a = spoke_a();
+    let mut b = spoke_b();
+    resolve_through_b(&mut a, &mut b, secs(0), B_PROTO);
+    resolve_through_b(&mut a, &mut b, secs(0), ip(192, 0, 2, 1));
+    assert_eq!(b.shortcuts().count(), 1, "B answered A: reverse shortcut to A");
+    let purges = a.shutdown();
+    assert_eq!(purges.len(), 1, "one purge per resolved spoke");
+    assert_eq!(purges[0].to, B_NBMA);
+    let (reply, changes) = b.handle_purge_request(secs(1), A_NBMA, &purges[0].message);
+    assert_eq!(reply, None);
+    assert_eq!(changes.len(), 1);
+    assert_eq!(b.shortcuts().count(), 0);
+}
+
+#[test]
 fn the_shortcut_limit_refuses_new_resolutions() {
     let mut a = Resolver::new(ResolverConfig {
         max_shortcuts: 1,
