@@ -193,16 +193,23 @@ impl Resolver {
             .values()
             .map(|e| &e.shortcut)
             .filter(|s| matches!(s.origin, ShortcutOrigin::Resolved { .. }))
-            .filter(|s| !answered.contains_key(&s.nbma))
             .map(|s| (s.nbma, s.prefix.addr()))
             .collect();
         resolved.sort();
         resolved.dedup_by_key(|(nbma, _)| *nbma);
-        let targets: Vec<(IpAddr, IpAddr, Vec<Prefix>)> = answered
+        // One purge per spoke: what it was answered with, plus this spoke's address when
+        // it also answered this spoke (and so holds a reverse shortcut to it).
+        let mut targets: Vec<(IpAddr, IpAddr, Vec<Prefix>)> = answered
             .into_iter()
             .map(|(to, a)| (to, a.proto, a.prefixes))
-            .chain(resolved.into_iter().map(|(to, dst)| (to, dst, vec![own])))
             .collect();
+        for (to, dst) in resolved {
+            match targets.iter_mut().find(|(t, _, _)| *t == to) {
+                Some((_, _, prefixes)) if !prefixes.contains(&own) => prefixes.push(own),
+                Some(_) => {}
+                None => targets.push((to, dst, vec![own])),
+            }
+        }
         targets
             .into_iter()
             .map(|(to, dst_proto, prefixes)| {

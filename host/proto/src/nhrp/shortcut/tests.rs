@@ -418,7 +418,11 @@ fn shutdown_also_withdraws_the_reverse_shortcuts_of_the_spokes_it_resolved() {
     let mut b = spoke_b();
     resolve_through_b(&mut a, &mut b, secs(0), B_PROTO);
     resolve_through_b(&mut a, &mut b, secs(0), ip(192, 0, 2, 1));
-    assert_eq!(b.shortcuts().count(), 1, "B answered A: reverse shortcut to A");
+    assert_eq!(
+        b.shortcuts().count(),
+        1,
+        "B answered A: reverse shortcut to A"
+    );
     let purges = a.shutdown();
     assert_eq!(purges.len(), 1, "one purge per resolved spoke");
     assert_eq!(purges[0].to, B_NBMA);
@@ -426,6 +430,38 @@ fn shutdown_also_withdraws_the_reverse_shortcuts_of_the_spokes_it_resolved() {
     assert_eq!(reply, None);
     assert_eq!(changes.len(), 1);
     assert_eq!(b.shortcuts().count(), 0);
+
+    // Both ways at once: A resolved B's LAN and B resolved A's LAN. B's one purge to A
+    // names what B answered with and B's own address (A's reverse shortcut to B).
+    let mut a = Resolver::new(ResolverConfig {
+        prefixes: vec![prefix("203.0.113.64/26")],
+        ..config(A_NBMA, A_PROTO)
+    });
+    let mut b = spoke_b();
+    resolve_through_b(&mut a, &mut b, secs(0), ip(192, 0, 2, 5));
+    let request = b
+        .resolve(secs(0), NHS, ip(203, 0, 113, 70))
+        .expect("b resolves a's LAN");
+    let (answer, _) = a.handle_resolution_request(secs(0), NHS, &request.message);
+    let answer = answer.expect("a answers b");
+    assert!(
+        !b.handle_resolution_reply(secs(0), A_NBMA, &answer.message)
+            .is_empty()
+    );
+    assert_eq!(
+        a.shortcuts().count(),
+        2,
+        "a: resolved LAN of b + reverse to b"
+    );
+    let purges = b.shutdown();
+    assert_eq!(purges.len(), 1, "one purge per spoke: {purges:?}");
+    a.handle_purge_request(secs(1), B_NBMA, &purges[0].message);
+    assert_eq!(
+        a.shortcuts().count(),
+        0,
+        "a keeps {:?}",
+        a.shortcuts().collect::<Vec<_>>()
+    );
 }
 
 #[test]
