@@ -3,8 +3,9 @@
 //! [`export_plugin!`](crate::export_plugin) keeps a `Runner` in a static; `testing::Harness`
 //! drives the very same `Runner`, so native tests exercise what the host will call.
 //!
-//! Per batch a hook allocates exactly one `Vec` (the verdicts, sized once) and makes one host
-//! call per non-zero counter; nothing is allocated or logged per packet.
+//! A hook encodes its verdicts into a buffer the runner reuses (it grows to the largest batch
+//! once) and the export hands them to the host with one `verdicts.put` call; plus one host
+//! call per non-zero counter. Nothing is allocated or logged per packet.
 
 use core::net::IpAddr;
 
@@ -22,12 +23,17 @@ use crate::plugin::{Hooks, Info, InitContext, PeerInfo, Plugin, Role};
 /// One plugin instance as the host sees it.
 pub struct Runner<P> {
     plugin: Option<P>,
+    /// The verdicts of the latest hook call, reused across calls.
+    verdicts: Vec<u8>,
 }
 
 impl<P: Plugin> Runner<P> {
     /// A runner before `init`: every hook returns "no opinion" verdicts.
     pub const fn new() -> Runner<P> {
-        Runner { plugin: None }
+        Runner {
+            plugin: None,
+            verdicts: Vec::new(),
+        }
     }
 
     /// The `init` export: converts the WIT context, builds the plugin, returns its info.
@@ -45,19 +51,29 @@ impl<P: Plugin> Runner<P> {
         result
     }
 
-    /// The `classify` export: one 8-byte verdict per 64-byte packet slot.
-    pub fn classify(&mut self, batch: &[u8]) -> Vec<u8> {
-        run_hook::<P, _, CLASSIFY_SLOT>(self.plugin.as_mut(), batch, P::classify, Classify::write)
+    /// The `classify` export: one 8-byte verdict per 64-byte packet slot, for
+    /// `verdicts.put`.
+    pub fn classify(&mut self, batch: &[u8]) -> &[u8] {
+        let out = &mut self.verdicts;
+        run_hook::<P, _, CLASSIFY_SLOT>(
+            self.plugin.as_mut(),
+            batch,
+            out,
+            P::classify,
+            Classify::write,
+        )
     }
 
     /// The `mark` export: one 12-byte verdict per 64-byte packet slot.
-    pub fn mark(&mut self, batch: &[u8]) -> Vec<u8> {
-        run_hook::<P, _, MARK_SLOT>(self.plugin.as_mut(), batch, P::mark, Mark::write)
+    pub fn mark(&mut self, batch: &[u8]) -> &[u8] {
+        let out = &mut self.verdicts;
+        run_hook::<P, _, MARK_SLOT>(self.plugin.as_mut(), batch, out, P::mark, Mark::write)
     }
 
     /// The `route` export: one 24-byte verdict per 64-byte packet slot.
-    pub fn route(&mut self, batch: &[u8]) -> Vec<u8> {
-        run_hook::<P, _, ROUTE_SLOT>(self.plugin.as_mut(), batch, P::route, Route::write)
+    pub fn route(&mut self, batch: &[u8]) -> &[u8] {
+        let out = &mut self.verdicts;
+        run_hook::<P, _, ROUTE_SLOT>(self.plugin.as_mut(), batch, out, P::route, Route::write)
     }
 
     /// The `admit-registration` export. Before `init` it accepts without attributes; a
@@ -114,15 +130,18 @@ pub fn install_panic_hook() {
 }
 
 /// Runs `hook` over every full slot of `batch` (a trailing partial slot is ignored) and
-/// encodes one verdict per slot; before `init`, every verdict is `V::default()`.
-fn run_hook<P, V: Default, const N: usize>(
+/// encodes one verdict per slot into `out` (resized, reusing its capacity); before `init`,
+/// every verdict is `V::default()`.
+fn run_hook<'o, P, V: Default, const N: usize>(
     plugin: Option<&mut P>,
     batch: &[u8],
+    out: &'o mut Vec<u8>,
     hook: impl Fn(&mut P, Packet<'_>) -> V,
     write: impl Fn(&V, &mut [u8; N]),
-) -> Vec<u8> {
+) -> &'o [u8] {
     let (packets, _partial) = batch.as_chunks::<PACKET_SLOT>();
-    let mut out = vec![0u8; packets.len() * N];
+    out.clear();
+    out.resize(packets.len() * N, 0);
     let (verdicts, _) = out.as_chunks_mut::<N>();
     match plugin {
         Some(plugin) => {
@@ -322,14 +341,15 @@ macro_rules! export_plugin {
                     $crate::__private::install_panic_hook();
                     RUNNER.with_borrow_mut(|r| r.init(ctx))
                 }
-                fn classify(packets: Vec<u8>) -> Vec<u8> {
-                    RUNNER.with_borrow_mut(|r| r.classify(&packets))
+                fn classify(packets: Vec<u8>) {
+                    RUNNER
+                        .with_borrow_mut(|r| $crate::__private::put_verdicts(r.classify(&packets)))
                 }
-                fn mark(packets: Vec<u8>) -> Vec<u8> {
-                    RUNNER.with_borrow_mut(|r| r.mark(&packets))
+                fn mark(packets: Vec<u8>) {
+                    RUNNER.with_borrow_mut(|r| $crate::__private::put_verdicts(r.mark(&packets)))
                 }
-                fn route(packets: Vec<u8>) -> Vec<u8> {
-                    RUNNER.with_borrow_mut(|r| r.route(&packets))
+                fn route(packets: Vec<u8>) {
+                    RUNNER.with_borrow_mut(|r| $crate::__private::put_verdicts(r.route(&packets)))
                 }
                 fn admit_registration(req: WitRegistration) -> WitAdmission {
                     RUNNER.with_borrow_mut(|r| r.admit_registration(req))

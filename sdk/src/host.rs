@@ -43,6 +43,17 @@ pub fn counter_add(id: u32, delta: u64) {
     });
 }
 
+/// Hands a packet hook's encoded verdicts to the host (`verdicts.put`); natively (unit tests)
+/// it does nothing, the harness reads the runner's buffer instead. Not part of the API: the
+/// [`export_plugin!`](crate::export_plugin) glue calls it.
+#[doc(hidden)]
+pub fn put_verdicts(data: &[u8]) {
+    #[cfg(target_arch = "wasm32")]
+    crate::bindings::mgre::policy::verdicts::put(data);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = data;
+}
+
 /// Hands the buffered counter deltas to the host: one host call per non-zero counter.
 pub(crate) fn flush_counters() {
     PENDING.with_borrow_mut(|pending| {

@@ -124,8 +124,9 @@
 //! # How hooks run
 //!
 //! The host calls a hook with a batch of 64-byte packet slots ([`abi`]); the SDK calls your
-//! method once per packet and encodes one fixed-size verdict per packet into a buffer
-//! allocated once per batch. Keep hook methods allocation-free and never log per packet:
+//! method once per packet, encodes one fixed-size verdict per packet into a buffer it reuses
+//! across batches and hands the buffer to the host in one call (`verdicts.put`, which the host
+//! copies without allocating). Keep hook methods allocation-free and never log per packet:
 //! count with [`counter_add`]. A verdict's `ttl_ms` lets the host reuse it for the flow, so a
 //! hook runs on flow-cache misses, not for every packet — counters count those calls. In wasm
 //! a panic aborts the instance (the host re-instantiates it and applies the hook's failure
@@ -193,4 +194,5 @@ pub mod __private {
         ShortcutVerdict as WitShortcutVerdict,
     };
     pub use crate::glue::{Runner, install_panic_hook};
+    pub use crate::host::put_verdicts;
 }

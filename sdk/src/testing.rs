@@ -381,7 +381,8 @@ impl<P: Plugin> Harness<P> {
         packets: impl IntoIterator<Item = T>,
     ) -> Vec<Classify> {
         self.require(Hooks::CLASSIFY, "classify");
-        let out = self.runner.classify(&batch(packets));
+        let batch = batch(packets);
+        let out = self.runner.classify(&batch).to_vec();
         self.check_counters();
         out.as_chunks::<CLASSIFY_SLOT>()
             .0
@@ -393,7 +394,8 @@ impl<P: Plugin> Harness<P> {
     /// Runs the mark hook over a batch.
     pub fn mark<T: Into<PacketMeta>>(&mut self, packets: impl IntoIterator<Item = T>) -> Vec<Mark> {
         self.require(Hooks::MARK, "mark");
-        let out = self.runner.mark(&batch(packets));
+        let batch = batch(packets);
+        let out = self.runner.mark(&batch).to_vec();
         self.check_counters();
         out.as_chunks::<MARK_SLOT>()
             .0
@@ -408,7 +410,8 @@ impl<P: Plugin> Harness<P> {
         packets: impl IntoIterator<Item = T>,
     ) -> Vec<Route> {
         self.require(Hooks::ROUTE, "route");
-        let out = self.runner.route(&batch(packets));
+        let batch = batch(packets);
+        let out = self.runner.route(&batch).to_vec();
         self.check_counters();
         out.as_chunks::<ROUTE_SLOT>()
             .0

@@ -1,6 +1,7 @@
 //! The host side of `wit/policy.wit`: the generated bindings, the data each plugin `Store`
-//! carries, the `host` imports a plugin may call (rate-limited logging and its own counters)
-//! and the resource limiter that records why a guest ran out of memory.
+//! carries, the imports a plugin may call (`host`: rate-limited logging and its own counters;
+//! `verdicts.put`: the packet hooks' verdicts, copied from guest memory into a buffer the
+//! store reuses) and the resource limiter that records why a guest ran out of memory.
 //!
 //! Nothing here calls into a plugin, and no import can fail or trap: a misbehaving plugin is
 //! ignored (unknown counter ids) or throttled (log lines), never given a way to poison its host.
@@ -9,7 +10,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::component::{HasSelf, Linker, WasmList};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreContextMut, StoreLimits, StoreLimitsBuilder};
 
 wasmtime::component::bindgen!({
     world: "plugin",
@@ -147,7 +149,77 @@ impl LogLimiter {
 pub(crate) struct HostState {
     pub(crate) shared: Arc<PluginShared>,
     pub(crate) limiter: PluginLimiter,
+    pub(crate) verdicts: Verdicts,
 }
+
+/// The verdicts of the packet hook call in progress, as `verdicts.put` delivered them.
+///
+/// The buffer is reused for every call of the instance: after it has grown to the largest
+/// batch's verdicts, `put` copies from guest memory without allocating.
+#[derive(Debug, Default)]
+pub(crate) struct Verdicts {
+    data: Vec<u8>,
+    /// Bytes the call in progress may put; 0 outside packet hook calls.
+    limit: usize,
+    /// `put` offered more than `limit` bytes.
+    overflowed: bool,
+}
+
+impl Verdicts {
+    /// Prepares for a packet hook call that must put exactly `len` bytes.
+    pub(crate) fn expect(&mut self, len: usize) {
+        self.data.clear();
+        self.data.reserve(len);
+        self.limit = len;
+        self.overflowed = false;
+    }
+
+    /// Closes the call (later `put`s overflow) and checks it put exactly the expected
+    /// bytes; `Err` describes what it put instead.
+    pub(crate) fn finish(&mut self) -> Result<(), String> {
+        let expected = std::mem::take(&mut self.limit);
+        if self.overflowed {
+            return Err(format!("more than {expected} bytes of verdicts"));
+        }
+        if self.data.len() != expected {
+            return Err(format!("{} bytes of verdicts", self.data.len()));
+        }
+        Ok(())
+    }
+
+    /// What the last call put.
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        if self.overflowed || self.data.len() + bytes.len() > self.limit {
+            self.overflowed = true;
+            return;
+        }
+        self.data.extend_from_slice(bytes);
+    }
+}
+
+/// Adds the plugin world's imports to `linker`: the generated `host` and `types`, and
+/// `verdicts.put`, defined by hand so that it borrows the list in guest memory ([`WasmList`])
+/// instead of receiving a fresh `Vec` (what the generated binding would pass).
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    mgre::policy::host::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    mgre::policy::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    linker.instance(VERDICTS_INTERFACE)?.func_wrap(
+        "put",
+        |mut store: StoreContextMut<'_, HostState>, (data,): (WasmList<u8>,)| {
+            let mut verdicts = std::mem::take(&mut store.data_mut().verdicts);
+            verdicts.put(data.as_le_slice(&store));
+            store.data_mut().verdicts = verdicts;
+            Ok(())
+        },
+    )
+}
+
+/// The instance name of the `verdicts` interface.
+const VERDICTS_INTERFACE: &str = "mgre:policy/verdicts@0.2.0";
 
 /// Creates a store for one instance of a plugin, with its memory cap and a first epoch
 /// deadline (the initial deadline is "now", which would interrupt even instantiation).
@@ -170,6 +242,7 @@ pub(crate) fn new_store(
             inner: limits,
             memory_denied: false,
         },
+        verdicts: Verdicts::default(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);

@@ -211,7 +211,7 @@ pub enum FaultKind {
     Deadline,
     /// The plugin hit its memory cap (a `memory.grow` was refused during the call).
     MemoryLimit,
-    /// The call returned a verdict list of the wrong length.
+    /// The call put verdicts of the wrong total length.
     BadOutput,
     /// A fresh instance could not be created or initialised.
     Instantiate,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
-use crate::bindings::{HostState, Plugin};
+use crate::bindings::{HostState, Plugin, Verdicts};
 use crate::error::{FaultKind, describe};
 use crate::load::{Live, LoadedPlugin, StartError};
 use crate::runtime::QuarantinePolicy;
@@ -133,6 +133,11 @@ impl Instance {
                 Err(())
             }
         }
+    }
+
+    /// The verdict buffer of the live instance (`None` after a fault).
+    pub(crate) fn verdicts(&mut self) -> Option<&mut Verdicts> {
+        self.live.as_mut().map(|l| &mut l.store.data_mut().verdicts)
     }
 
     /// Counts a fault during `during` (a hook name or "start"), records it and maybe starts

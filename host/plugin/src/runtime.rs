@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, OptLevel};
 
-use crate::bindings::{HostState, Plugin};
+use crate::bindings::HostState;
 use crate::cache::ArtifactCache;
 use crate::error::RuntimeError;
 
@@ -107,7 +107,7 @@ impl Runtime {
             .cranelift_opt_level(OptLevel::Speed);
         let engine = Engine::new(&cfg).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        crate::bindings::add_to_linker(&mut linker)
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let cache = config
             .cache_dir

@@ -32,7 +32,7 @@ pub struct PluginStats {
     pub deadline_hits: u64,
     /// Calls that hit the memory cap.
     pub memory_limit_hits: u64,
-    /// Calls that returned a verdict list of the wrong length.
+    /// Calls that put verdicts of the wrong total length.
     pub bad_outputs: u64,
     /// Failed attempts to create or initialise a fresh instance.
     pub instantiate_failures: u64,

@@ -5,9 +5,9 @@
 //! is dropped and a fresh instance is made from the `InstancePre` at the plugin's next call;
 //! repeated faults quarantine the plugin on this worker with exponential backoff (see
 //! `instance`). Faults and quarantine apply the plugin's failure policy to the batch. Only
-//! plugins with a packet hook get an instance here. Work per batch: one component
-//! call per plugin and hook (the call returns one `Vec` — per batch, never per packet) and a
-//! pass over the verdicts; nothing here allocates per packet, takes a lock or logs per packet.
+//! plugins with a packet hook get an instance here. Work per batch: one component call per
+//! plugin and hook (the plugin puts its verdicts into a buffer its store reuses) and a pass
+//! over the verdicts; in steady state nothing here allocates, takes a lock or logs.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -144,10 +144,11 @@ impl WorkerPlugins {
                 let Some(instance) = instances[index].as_mut() else {
                     continue;
                 };
+                let failure = instance.plugin.spec.failure;
                 let result = call(instance, hook, now, slots, set.quarantine());
                 match result {
-                    Ok(verdicts) => merge(hook, &verdicts, slots, out),
-                    Err(()) if instance.plugin.spec.failure == FailurePolicy::Closed => {
+                    Ok(verdicts) => merge(hook, verdicts, slots, out),
+                    Err(()) if failure == FailurePolicy::Closed => {
                         for v in out.iter_mut() {
                             v.failed_closed = true;
                             v.ttl_ms = 0;
@@ -211,45 +212,46 @@ fn merge(hook: Hook, verdicts: &[u8], slots: &mut [u8], out: &mut [PolicyVerdict
     }
 }
 
-/// Calls packet hook `hook` of `instance` on the batch and checks the verdicts' length;
-/// `Err` means "apply the failure policy".
-fn call(
-    instance: &mut Instance,
+/// Calls packet hook `hook` of `instance` on the batch and returns the verdicts it put
+/// (`verdicts.put`), exactly one slot per packet; `Err` means "apply the failure policy".
+fn call<'i>(
+    instance: &'i mut Instance,
     hook: Hook,
     now: Instant,
     slots: &[u8],
     policy: QuarantinePolicy,
-) -> Result<Vec<u8>, ()> {
+) -> Result<&'i [u8], ()> {
     let packets = slots.len() / PACKET_SLOT;
-    let verdicts = instance.invoke(
-        hook,
-        now,
-        policy,
-        packets as u64,
-        |bindings, store| match hook {
+    let expected = packets * verdict_len(hook);
+    instance.invoke(hook, now, policy, packets as u64, |bindings, store| {
+        store.data_mut().verdicts.expect(expected);
+        match hook {
             Hook::Classify => bindings.call_classify(store, slots),
             Hook::Mark => bindings.call_mark(store, slots),
             Hook::Route => bindings.call_route(store, slots),
             // Not in `Hook::PACKET`: never called here.
-            Hook::Admission | Hook::Shortcut => Ok(Vec::new()),
-        },
-    )?;
-    if verdicts.len() == packets * verdict_len(hook) {
-        return Ok(verdicts);
+            Hook::Admission | Hook::Shortcut => Ok(()),
+        }
+    })?;
+    let checked = instance.verdicts().map(|v| v.finish());
+    match checked {
+        Some(Ok(())) => Ok(instance.verdicts().map_or(&[][..], |v| v.data())),
+        Some(Err(put)) => {
+            let message = format!(
+                "{put} for {packets} packets (want {} each)",
+                verdict_len(hook)
+            );
+            instance.fault(
+                hook.name(),
+                FaultKind::BadOutput,
+                message,
+                now,
+                Some(policy),
+            );
+            Err(())
+        }
+        None => Err(()), // unreachable: a successful call leaves the instance live
     }
-    let message = format!(
-        "{} bytes of verdicts for {packets} packets (want {} each)",
-        verdicts.len(),
-        verdict_len(hook)
-    );
-    instance.fault(
-        hook.name(),
-        FaultKind::BadOutput,
-        message,
-        now,
-        Some(policy),
-    );
-    Err(())
 }
 
 fn verdict_len(hook: Hook) -> usize {

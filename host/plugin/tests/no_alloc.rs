@@ -1,14 +1,14 @@
-//! `WorkerPlugins::run` never allocates per packet: with the real fixture plugins, after a
-//! warm-up, batches of 1, 64 and 128 packets run under a counting global allocator.
+//! `WorkerPlugins::run` allocates nothing in steady state: with the real fixture plugins,
+//! after a warm-up, batches of 1, 64 and 128 packets run under a counting global allocator
+//! and must not allocate at all — neither with plugins called nor on paths that call none (no
+//! plugins, a quarantined plugin, a fail-closed plugin that never loaded).
 //!
-//! The one allocation left is wasmtime's, not ours: a hook returns `list<u8>`, and
-//! wasmtime's typed-function call lifts it into a fresh `Vec<u8>`
-//! (`Lift::linear_lift_list_from_memory`), then runs the guest's post-return, which frees the
-//! guest copy — so the list cannot be borrowed in place. That is one allocation of exactly
-//! the verdict bytes per plugin per hook per batch. The tests bound it per batch (at most one
-//! allocation per component call, at most the verdict bytes) and check that the count does
-//! not grow with the batch size. Paths that call no plugin (no plugins, a quarantined
-//! plugin, a fail-closed plugin that never loaded) must allocate nothing at all.
+//! This holds because the packet hooks return nothing: a plugin hands its verdicts over with
+//! the `verdicts.put` import, which the host defines with a borrowed `WasmList<u8>` and copies
+//! from guest memory into a buffer its store reuses. (A hook returning `list<u8>` costs one
+//! host allocation per call: wasmtime lifts a result list into a fresh `Vec<u8>` and then
+//! runs the guest's post-return, which frees the guest copy.) Lowering the packet slots into
+//! the guest allocates in guest memory only.
 //!
 //! `cargo test --release -p mgre-plugin --test no_alloc -- --nocapture` prints the numbers;
 //! `MGRE_ALLOC_BACKTRACE=N` shows where the first N allocations of each measurement come from.
@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use mgre_plugin::{
     FailurePolicy, PluginSet, PluginSpec, PolicyVerdict, SiteContext, WorkerPlugins,
 };
-use mgre_sdk::abi::{CLASSIFY_SLOT, MARK_SLOT, ROUTE_SLOT};
 
 use common::*;
 use counting_alloc::{Allocs, CountingAlloc, measure, print_traces};
@@ -40,13 +39,12 @@ const WARMUP: usize = 200;
 const SIZES: [usize; 3] = [1, 64, 128];
 
 #[test]
-fn plugin_chains_allocate_once_per_call_never_per_packet() {
+fn plugin_chains_allocate_nothing() {
     let rt = runtime();
-    let chains: [(&str, Vec<PluginSpec>, &[usize]); 2] = [
+    let chains: [(&str, Vec<PluginSpec>); 2] = [
         (
             "classify, 1 plugin",
             vec![spec("good", "good", r#"{"hooks": "classify"}"#)],
-            &[CLASSIFY_SLOT],
         ),
         (
             "classify+mark+route, 2 plugins",
@@ -58,44 +56,18 @@ fn plugin_chains_allocate_once_per_call_never_per_packet() {
                     r#"{"class-offset": 10, "priority": 6, "peer": 7}"#,
                 ),
             ],
-            &[
-                CLASSIFY_SLOT,
-                CLASSIFY_SLOT,
-                MARK_SLOT,
-                MARK_SLOT,
-                ROUTE_SLOT,
-                ROUTE_SLOT,
-            ],
         ),
     ];
-    for (name, specs, calls) in chains {
+    for (name, specs) in chains {
         let set = build(&rt, &specs);
         let mut w = WorkerPlugins::new(set.clone());
-        let mut per_batch = Vec::new();
-        for n in SIZES {
-            let allocs = steady(&mut w, n, Instant::now);
-            report(&format!("{name}, batch {n}"), n, allocs);
-            let verdict_bytes: usize = calls.iter().map(|slot| slot * n).sum();
-            let within = allocs.count <= (calls.len() * BATCHES) as u64
-                && allocs.bytes <= (verdict_bytes * BATCHES) as u64;
-            if !within {
-                print_traces();
-            }
-            assert!(
-                within,
-                "{name}, batch {n}: {allocs:?} over {BATCHES} batches; the bound is one \
-                 allocation of the verdict list per call ({} calls, {verdict_bytes} bytes a batch)",
-                calls.len()
-            );
-            per_batch.push(allocs.count);
-        }
+        assert_zero(name, &mut w, Instant::now);
+        let statuses = set.status();
         assert!(
-            per_batch.windows(2).all(|w| w[0] == w[1]),
-            "{name}: allocations grow with the batch size {SIZES:?}: {per_batch:?}"
-        );
-        assert!(
-            set.status().iter().all(|s| s.stats.faults() == 0),
-            "{name}: a plugin faulted"
+            statuses
+                .iter()
+                .all(|s| s.stats.faults() == 0 && s.stats.calls > 0),
+            "{name}: a plugin faulted or was not called: {statuses:?}"
         );
     }
 }
