@@ -58,8 +58,8 @@ pub use topology::{
     nat_public_nbma,
 };
 pub use traffic::{
-    CAPTURE_TIMEOUT, Digest, PacketSocket, TRANSFER_DEADLINE, ping, send_raw_gre, send_udp,
-    syn_mss, tcp_transfer,
+    CAPTURE_TIMEOUT, Digest, PacketSocket, TRANSFER_DEADLINE, multicast_received,
+    multicast_receiver, multicast_send, ping, send_raw_gre, send_udp, syn_mss, tcp_transfer,
 };
 pub use wasm::{
     FIXTURES, PLUGIN_PACKAGES, fixture_wasm, plugin_wasm, target_dir, with_custom_section,

@@ -346,3 +346,96 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const CHUNK: usize = 64 * 1024;
 const IPPROTO_GRE: i32 = 47;
+
+/// A UDP socket in `ns` that has joined multicast `group` on interface `iface` and receives
+/// on `port` (bound to the wildcard address, reading with a short timeout).
+pub fn multicast_receiver(ns: &Netns, group: IpAddr, port: u16, iface: &str) -> Result<UdpSocket> {
+    let iface = iface.to_owned();
+    ns.run(move || {
+        let index = if_index(&iface)?;
+        let socket = match group {
+            IpAddr::V4(g) => {
+                let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+                s.set_reuse_address(true)?;
+                s.bind(&SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port).into())?;
+                s.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(index))?;
+                s
+            }
+            IpAddr::V6(g) => {
+                let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+                s.set_reuse_address(true)?;
+                s.set_only_v6(true)?;
+                s.bind(&SocketAddr::new(IpAddr::from([0u16; 8]), port).into())?;
+                s.join_multicast_v6(&g, index)?;
+                s
+            }
+        };
+        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        Ok(UdpSocket::from(socket))
+    })
+}
+
+/// Sends `count` datagrams `"<tag>-<n>"` to multicast `group`:`port` out of interface
+/// `iface` of `ns` (hop limit 1, like a routing protocol's hellos; no local loopback),
+/// 50 ms apart.
+pub fn multicast_send(
+    ns: &Netns,
+    group: IpAddr,
+    port: u16,
+    iface: &str,
+    tag: &str,
+    count: usize,
+) -> Result<()> {
+    let (iface, tag) = (iface.to_owned(), tag.to_owned());
+    ns.run(move || {
+        let domain = if group.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        s.bind_device(Some(iface.as_bytes()))?;
+        // No local loopback copy: a receiver in the sender's namespace sees only what
+        // comes back over the tunnel.
+        if group.is_ipv4() {
+            s.set_multicast_ttl_v4(1)?;
+            s.set_multicast_loop_v4(false)?;
+        } else {
+            s.set_multicast_if_v6(if_index(&iface)?)?;
+            s.set_multicast_hops_v6(1)?;
+            s.set_multicast_loop_v6(false)?;
+        }
+        let dst: SockAddr = SocketAddr::new(group, port).into();
+        for n in 0..count {
+            s.send_to(format!("{tag}-{n}").as_bytes(), &dst)
+                .with_context(|| format!("sending to {group} on {iface}"))?;
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    })
+}
+
+/// Datagrams starting with `tag` that `socket` receives within `wait`.
+pub fn multicast_received(socket: &UdpSocket, tag: &str, wait: Duration) -> Vec<String> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.starts_with(tag) {
+                got.push(text);
+            }
+        }
+    }
+    got
+}
+
+/// The index of interface `name` in the current namespace.
+fn if_index(name: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    ensure!(index != 0, "no interface {name}");
+    Ok(index)
+}

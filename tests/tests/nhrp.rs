@@ -536,3 +536,186 @@ fn spoke_to_spoke_traffic_moves_from_the_hub_to_a_direct_shortcut() -> Result<()
     );
     Ok(())
 }
+
+#[test]
+fn multicast_crosses_the_overlay_from_a_spoke_and_from_the_hub() -> Result<()> {
+    use mgre_e2e::{multicast_received, multicast_receiver, multicast_send};
+    let mut topo = Topology::builder("nhmc")
+        .spokes(3)
+        .encap(3, Encap::GreUdp)
+        .nhrp(NhrpOptions::default())
+        .build()?;
+    topo.start()?;
+    for k in 1..=3 {
+        wait_registered(&topo, topo.spoke(k))?;
+    }
+    // Documentation multicast groups (RFC 5771 MCAST-TEST-NET, RFC 6676).
+    let groups: [IpAddr; 2] = ["233.252.0.1".parse()?, "ff02::db8:0:1".parse()?];
+    let port = 4999;
+    for group in groups {
+        // A routing-protocol-like hello from spoke1 reaches the hub (its TUN) and, through
+        // the hub's replication, spoke2 (GRE) and spoke3 (GRE-in-UDP) — not spoke1 again.
+        let listeners: Vec<(String, std::net::UdpSocket)> =
+            [topo.hub(), topo.spoke(1), topo.spoke(2), topo.spoke(3)]
+                .iter()
+                .map(|s| {
+                    Ok((
+                        s.id.peer_name(),
+                        multicast_receiver(&s.router, group, port, &s.tun)?,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+        let tag = format!("from-spoke1-{group}");
+        multicast_send(
+            &topo.spoke(1).router,
+            group,
+            port,
+            &topo.spoke(1).tun,
+            &tag,
+            5,
+        )?;
+        for (name, socket) in &listeners {
+            let got = multicast_received(socket, &tag, Duration::from_secs(1));
+            if name == "spoke1" {
+                ensure!(
+                    got.is_empty(),
+                    "the hub sent spoke1's multicast back to it: {got:?}"
+                );
+            } else {
+                ensure!(
+                    got.len() >= 4,
+                    "{name} received {} of 5 multicast datagrams to {group} from spoke1\n{}",
+                    got.len(),
+                    topo.logs()
+                );
+            }
+        }
+        // The hub's own hellos reach every spoke.
+        let tag = format!("from-hub-{group}");
+        multicast_send(&topo.hub().router, group, port, &topo.hub().tun, &tag, 5)?;
+        for (name, socket) in listeners.iter().filter(|(n, _)| n != "hub") {
+            let got = multicast_received(socket, &tag, Duration::from_secs(1));
+            ensure!(
+                got.len() >= 4,
+                "{name} received {} of 5 multicast datagrams to {group} from the hub\n{}",
+                got.len(),
+                topo.logs()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn admission_and_shortcut_policy_plugins_decide_on_the_hub() -> Result<()> {
+    use mgre_e2e::{PluginEntry, multicast_received, multicast_receiver, multicast_send};
+    let admission = PluginEntry::new("admission", "nhrp_admission.wasm")
+        .hooks(&["admission"])
+        .config(
+            r#"default = "refuse"
+[[plugin.config.site]]
+nbma = "192.0.2.11/32"
+qos-group = { id = 10, name = "gold" }
+multicast = false
+holdtime-cap = 20
+[[plugin.config.site]]
+nbma = "192.0.2.12/32"
+"#,
+        );
+    let policy = PluginEntry::new("shortcuts", "shortcut_policy.wasm")
+        .hooks(&["shortcut"])
+        .config(
+            r#"default = "allow"
+[[plugin.config.rule]]
+to = "203.0.113.64/26"
+action = "deny"
+"#,
+        );
+    let mut topo = Topology::builder("nhpol")
+        .spokes(3)
+        .nhrp(NhrpOptions {
+            shortcuts: true,
+            ..NhrpOptions::default()
+        })
+        .plugin(mgre_e2e::SiteId::Hub, admission)
+        .plugin(mgre_e2e::SiteId::Hub, policy)
+        .build()?;
+    let hub = topo.hub();
+    hub.install_plugin(
+        "nhrp_admission.wasm",
+        &mgre_e2e::plugin_wasm("nhrp-admission")?,
+    )?;
+    hub.install_plugin(
+        "shortcut_policy.wasm",
+        &mgre_e2e::plugin_wasm("shortcut-policy")?,
+    )?;
+    topo.start()?;
+    wait_registered(&topo, topo.spoke(1))?;
+    wait_registered(&topo, topo.spoke(2))?;
+
+    // spoke3 matches no site: refused by the plugin with code 4.
+    let mut nhs = Value::Null;
+    let refused = wait_until(REGISTER_WAIT, POLL, || {
+        nhs = topo.spoke(3).daemon().nhs()?;
+        Ok(nhs["servers"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["last_nak"] == 4)))
+    })?;
+    ensure!(refused, "spoke3 was not refused: {nhs}\n{}", topo.logs());
+    let v = topo.hub().daemon().nhrp()?;
+    ensure!(counter(&v, "/counters/nak_policy")? >= 1, "{v}");
+    ensure!(
+        registered_for(topo.hub(), &topo.spoke(3).addrs.nbma.to_string())?.is_empty(),
+        "spoke3 got entries: {v}"
+    );
+
+    // spoke1's attributes: QoS group, out of the multicast map, holding time capped.
+    let s1_entries: Vec<Value> = dynamic(topo.hub())?
+        .into_iter()
+        .filter(|e| e["nbma"] == "192.0.2.11")
+        .collect();
+    ensure!(
+        s1_entries.iter().all(|e| e["qos_group"] == "gold"
+            && e["holdtime"] == 20
+            && e["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "no-multicast"))),
+        "spoke1's entries: {s1_entries:?}"
+    );
+    let group: IpAddr = "233.252.0.1".parse()?;
+    let listeners = [topo.spoke(1), topo.spoke(2)]
+        .iter()
+        .map(|s| multicast_receiver(&s.router, group, 4998, &s.tun))
+        .collect::<Result<Vec<_>>>()?;
+    multicast_send(&topo.hub().router, group, 4998, &topo.hub().tun, "hello", 5)?;
+    let got: Vec<usize> = listeners
+        .iter()
+        .map(|l| multicast_received(l, "hello", Duration::from_secs(1)).len())
+        .collect();
+    ensure!(
+        got[0] == 0 && got[1] >= 4,
+        "multicast copies (spoke1 out of the map, spoke2 in): {got:?}"
+    );
+
+    // The shortcut policy denies shortcuts to spoke2's LAN: traffic keeps crossing the hub.
+    let (s1, s2) = (topo.spoke(1), topo.spoke(2));
+    let before = counter(&topo.hub().daemon().stats()?, "/hairpin/packets")?;
+    for _ in 0..4 {
+        ensure_ping(&topo, s1, s2.addrs.host_v4.into())?;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    ensure!(
+        shortcuts(s1)?.is_empty() && shortcuts(s2)?.is_empty(),
+        "a denied shortcut was installed: {:?} {:?}",
+        shortcuts(s1)?,
+        shortcuts(s2)?
+    );
+    let stats = topo.hub().daemon().stats()?;
+    ensure!(
+        counter(&stats, "/hairpin/packets")? >= before + 8,
+        "the pings did not cross the hub"
+    );
+    let v = topo.hub().daemon().nhrp()?;
+    ensure!(counter(&v, "/counters/shortcuts_denied")? >= 1, "{v}");
+    Ok(())
+}

@@ -224,6 +224,7 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
             checksum: p.checksum.unwrap_or(t.checksum),
             sequence: p.sequence.unwrap_or(*t.sequence.get_ref()),
             udp_port: None,
+            multicast: true,
         });
     }
 
@@ -292,6 +293,7 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
                 checksum: t.checksum,
                 sequence: false,
                 udp_port: None,
+                multicast: true,
             });
             nhs_peers.push(id);
         }
@@ -359,7 +361,13 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
         .iter()
         .map(|p| p.inner_mtu(underlay_mtu))
         .min()
-        .unwrap_or(underlay_mtu.saturating_sub(40));
+        // No configured peer (an NHRP hub): leave room for the largest header a learnt peer
+        // can need, GRE-in-UDP with the tunnel's key and checksum.
+        .unwrap_or_else(|| {
+            let ip = if nbma.is_ipv4() { 20 } else { 40 };
+            let gre = 4 + 4 * u16::from(t.key.is_some()) + 4 * u16::from(t.checksum);
+            underlay_mtu.saturating_sub(ip + 8 + gre)
+        });
     let tun_mtu = match &t.mtu {
         Some(m) => *m.get_ref(),
         None => derived,
@@ -432,7 +440,11 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
             underlay_mtu,
             tun_mtu,
             mss_clamp,
-            open_nhrp: nhs_server.then_some(OpenNhrp { key: t.key }),
+            // A hub learns spokes from their registrations; a spoke with shortcuts hears from
+            // spokes it has not met yet (their answers to its resolutions, their requests
+            // forwarded by the hub). The control path authenticates and matches them.
+            open_nhrp: (nhs_server || nhrp.as_ref().is_some_and(|n| n.shortcuts))
+                .then_some(OpenNhrp { key: t.key }),
             peer_capacity,
         },
         plugins,

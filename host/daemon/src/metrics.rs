@@ -256,6 +256,7 @@ fn encode_nhrp(
                 ("nak-prohibited-nbma", h.nak_prohibited_nbma),
                 ("nak-insufficient-resources", h.nak_insufficient_resources),
                 ("nak-unique", h.nak_unique),
+                ("nak-policy", h.nak_policy),
             ] {
                 ConstCounter::new(v)
                     .encode(fam.encode_family(&[("tunnel", tun), ("result", result)])?)?;
@@ -292,6 +293,7 @@ fn encode_nhrp(
                     MetricType::Counter,
                 )?;
                 for (event, v) in rc {
+                    let event = event.replace('_', "-");
                     ConstCounter::new(v.as_u64().unwrap_or(0)).encode(
                         fam.encode_family(&[("tunnel", tun), ("event", event.as_str())])?,
                     )?;

@@ -144,6 +144,8 @@ fn specs(pc: &PluginsConfig) -> Vec<PluginSpec> {
                         Hook::Classify => PluginHook::Classify,
                         Hook::Mark => PluginHook::Mark,
                         Hook::Route => PluginHook::Route,
+                        Hook::Admission => PluginHook::Admission,
+                        Hook::Shortcut => PluginHook::Shortcut,
                     })
                     .collect()
             }),

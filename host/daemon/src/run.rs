@@ -118,6 +118,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
                 dp.clone(),
                 stats.clone(),
                 stop.clone(),
+                plugins.as_ref().map(|p| p.manager.clone()),
             )?;
             let handle = std::thread::Builder::new()
                 .name("mgre-nhrp".into())

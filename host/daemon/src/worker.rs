@@ -110,6 +110,8 @@ struct Local {
     tun_tx: TunTx,
     /// Receive buffers for coalesced UDP trains (when the listener has UDP GRO).
     gro: Option<FrameBatch>,
+    /// Where a hub encapsulates each copy of a replicated multicast packet.
+    copy: Box<[u8]>,
 }
 
 impl Worker {
@@ -129,6 +131,7 @@ impl Worker {
                 .as_ref()
                 .filter(|u| u.gro())
                 .map(|_| FrameBatch::new(GRO_BUFFERS, 0)),
+            copy: vec![0u8; HEADROOM + usize::from(u16::MAX)].into_boxed_slice(),
         };
         let tun_fd = self.tun.as_raw_fd();
         let gre_fd = Some(self.gre.as_raw_fd());
@@ -379,6 +382,22 @@ impl Worker {
         let mut any_udp = false;
         for i in 0..n {
             match lane.verdicts[i] {
+                Verdict::Replicate {
+                    start,
+                    len,
+                    ingress,
+                    local,
+                } => {
+                    let packet = &lane.batch.frame(i)[start..start + len];
+                    self.replicate(&l.dp, &mut l.ws, &mut l.copy, packet, ingress);
+                    if local {
+                        if l.tun_tx.push(&mut lane.batch, i, start, len) {
+                            self.stats.tun_tx.count(len);
+                        } else {
+                            self.stats.count_drop(DropReason::TxError);
+                        }
+                    }
+                }
                 Verdict::Tun { start, len } => {
                     if l.tun_tx.push(&mut lane.batch, i, start, len) {
                         self.stats.tun_tx.count(len);
@@ -429,6 +448,49 @@ impl Worker {
             // Peers behind NAT: from the well-known port, to the port their NAT mapped.
             let pick = |p: &Peer, _| p.encap == Encap::GreUdp && p.udp_port.is_some();
             self.send(&mut l.queue, udp.listen_fd(), lane, n, peers, pick, gso);
+        }
+    }
+
+    /// Sends a copy of the inner multicast/broadcast `packet` to every peer in the hub's
+    /// multicast map except `ingress`, one datagram each (multicast is rare: routing
+    /// protocol hellos), encapsulated in `copy`.
+    fn replicate(
+        &self,
+        dp: &Dataplane,
+        ws: &mut WorkerState,
+        copy: &mut [u8],
+        packet: &[u8],
+        ingress: Option<u32>,
+    ) {
+        for &peer in dp.multicast_peers() {
+            if Some(peer) == ingress {
+                continue;
+            }
+            let Some((start, len)) = dp.encap_copy(ws, &self.stats, peer, packet, copy) else {
+                continue;
+            };
+            let p = &dp.peers()[peer as usize];
+            let datagram = &copy[start..start + len];
+            let sent = match (p.encap, &self.udp) {
+                (Encap::Gre, _) => self.gre.send_to(datagram, p.nbma),
+                (Encap::GreUdp, Some(udp)) => {
+                    let dst = SocketAddr::new(p.nbma, p.udp_port.unwrap_or(self.udp_port));
+                    udp.send_to(p.udp_port.is_some(), peer as usize, datagram, dst)
+                }
+                (Encap::GreUdp, None) => continue,
+            };
+            match sent {
+                Ok(_) => {
+                    self.stats.tx.count(len);
+                    if let Some(ps) = self.stats.peer(peer) {
+                        ps.tx.count(len);
+                    }
+                }
+                Err(e) => {
+                    tracing::trace!(error = %e, "multicast copy not sent");
+                    self.stats.count_drop(DropReason::TxError);
+                }
+            }
         }
     }
 

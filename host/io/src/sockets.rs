@@ -147,6 +147,24 @@ impl UdpSockets {
         Ok(self.listen.try_clone()?.into())
     }
 
+    /// Sends one datagram to `dst`: from the listener (the well-known port) when
+    /// `from_listener`, else from pool slot `slot`. For the slow path (multicast copies);
+    /// bulk traffic goes through [`crate::SendQueue`].
+    pub fn send_to(
+        &self,
+        from_listener: bool,
+        slot: usize,
+        datagram: &[u8],
+        dst: SocketAddr,
+    ) -> io::Result<usize> {
+        let socket = if from_listener {
+            &self.listen
+        } else {
+            &self.pool[slot % self.pool.len()]
+        };
+        socket.send_to(datagram, &dst.into())
+    }
+
     /// The port the listener is bound to.
     pub fn listen_port(&self) -> u16 {
         self.listen

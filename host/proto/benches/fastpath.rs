@@ -19,6 +19,7 @@ fn peer(i: u32, key: Option<u32>) -> Peer {
         checksum: false,
         sequence: false,
         udp_port: None,
+        multicast: true,
     }
 }
 

@@ -119,6 +119,19 @@ pub enum Verdict {
         /// Length of the NHRP message.
         len: usize,
     },
+    /// `frame[start..start + len]` is an inner multicast or broadcast packet a hub
+    /// replicates: a copy to every peer in [`Dataplane::multicast_peers`] except `ingress`
+    /// (see [`Dataplane::encap_copy`]), and the frame itself to the TUN when `local`.
+    Replicate {
+        /// Start of the inner packet in the frame.
+        start: usize,
+        /// Length of the inner packet.
+        len: usize,
+        /// The peer it came from (`None`: this hub's TUN).
+        ingress: Option<PeerId>,
+        /// Also deliver it to this hub's TUN.
+        local: bool,
+    },
     /// Dropped; already counted under the reason.
     Drop(DropReason),
 }
@@ -149,6 +162,7 @@ pub struct Dataplane {
     endpoints: PrefixTable<PeerId>,
     by_nbma: FxHashMap<IpAddr, PeerId>,
     peer_mtu: Box<[u16]>,
+    multicast_peers: Box<[PeerId]>,
 }
 
 impl Dataplane {
@@ -170,11 +184,19 @@ impl Dataplane {
             .iter()
             .map(|p| p.inner_mtu(cfg.underlay_mtu))
             .collect();
+        let multicast_peers = cfg
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.multicast && !p.is_vacant())
+            .map(|(i, _)| i as PeerId)
+            .collect();
         Dataplane {
             cfg,
             endpoints,
             by_nbma,
             peer_mtu,
+            multicast_peers,
         }
     }
 
@@ -191,6 +213,39 @@ impl Dataplane {
     /// Largest inner packet that fits the path to `peer`.
     pub fn peer_mtu(&self, peer: PeerId) -> u16 {
         self.peer_mtu.get(peer as usize).copied().unwrap_or(0)
+    }
+
+    /// The peers a hub replicates inner multicast and broadcast to.
+    pub fn multicast_peers(&self) -> &[PeerId] {
+        &self.multicast_peers
+    }
+
+    /// Encapsulates a copy of the inner `packet` for `peer` into `out` (a buffer of at least
+    /// [`HEADROOM`] + `packet.len()` bytes) and returns where the GRE packet is in it; `None`
+    /// (counted as too-big) when the packet does not fit the peer's MTU and may not be
+    /// fragmented, or `out` is too small. For a hub's multicast replication: the copies keep
+    /// the inner TTL (the overlay is one link). Work: one copy and one GRE emit.
+    pub fn encap_copy(
+        &self,
+        ws: &mut WorkerState,
+        stats: &WorkerStats,
+        peer: PeerId,
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Option<(usize, usize)> {
+        let (start, len) = (HEADROOM, packet.len());
+        let frame = out.get_mut(..start + len)?;
+        let meta = ip::parse(packet).ok()?;
+        if len > usize::from(self.peer_mtu(peer)) && meta.dont_fragment {
+            stats.count_drop(DropReason::TooBig);
+            return None;
+        }
+        frame[start..].copy_from_slice(packet);
+        let flow = ip::flow_hash(packet, &meta);
+        match self.encap(ws, peer, frame, start, len, flow, TxMarks::NONE) {
+            Verdict::Underlay { start, len, .. } => Some((start, len)),
+            _ => None,
+        }
     }
 
     /// The peer an underlay address belongs to.
@@ -252,6 +307,14 @@ impl Dataplane {
         let Ok(meta) = ip::parse(pkt) else {
             return Step::Done(drop(stats, DropReason::InnerMalformed));
         };
+        if self.cfg.role == Role::Hub && meta.dst.is_multicast_or_broadcast() {
+            return Step::Done(Verdict::Replicate {
+                start,
+                len: meta.total_len,
+                ingress: None,
+                local: false,
+            });
+        }
         Step::Decide(Inspected {
             meta,
             start,
@@ -353,6 +416,14 @@ impl Dataplane {
             Ok(m) if inner[0] >> 4 == version => m,
             _ => return done(DropReason::InnerMalformed),
         };
+        if self.cfg.role == Role::Hub && meta.dst.is_multicast_or_broadcast() {
+            return Step::Done(Verdict::Replicate {
+                start: inner_start,
+                len: meta.total_len,
+                ingress: Some(peer),
+                local: true,
+            });
+        }
         let transit = match self.cfg.role {
             Role::Hub => self.endpoints_lookup(meta.dst).filter(|d| *d != peer),
             Role::Spoke => None,

@@ -402,6 +402,12 @@ fn check(frame: &[u8], v: Verdict) {
                 .get(start..start + len)
                 .expect("control message inside the frame");
         }
+        Verdict::Replicate { start, len, .. } => {
+            let out = frame
+                .get(start..start + len)
+                .expect("replicated packet inside the frame");
+            ip::parse(out).expect("replicated packet parses");
+        }
         Verdict::Drop(_) => {}
     }
 }
@@ -454,5 +460,6 @@ fn peer(
         checksum,
         sequence,
         udp_port: None,
+        multicast: true,
     }
 }

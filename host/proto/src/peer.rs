@@ -45,6 +45,8 @@ pub struct Peer {
     /// local well-known port, so they match that mapping. `None`: the RFC 8086 port, sent
     /// from per-flow source ports.
     pub udp_port: Option<u16>,
+    /// A hub replicates inner multicast and broadcast to this peer ("map multicast").
+    pub multicast: bool,
 }
 
 impl Peer {
@@ -59,6 +61,7 @@ impl Peer {
             checksum: false,
             sequence: false,
             udp_port: None,
+            multicast: true,
         }
     }
 
@@ -101,6 +104,7 @@ mod tests {
             checksum: false,
             sequence: false,
             udp_port: None,
+            multicast: true,
         };
         assert!(!p.is_vacant() && Peer::vacant().is_vacant());
         assert_eq!(p.inner_mtu(1500), 1476);

@@ -416,6 +416,7 @@ fn peer(name: &str, nbma: IpAddr, key: Option<u32>) -> Peer {
         checksum: false,
         sequence: false,
         udp_port: None,
+        multicast: true,
     }
 }
 

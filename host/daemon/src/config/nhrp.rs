@@ -1,6 +1,7 @@
 //! The `[nhrp]` table: dynamic endpoint discovery. On a hub it turns on the Next Hop Server
 //! (registrations from spokes build the endpoint table); on a spoke it lists the Next Hop
-//! Servers (`[[nhrp.nhs]]`) to register with, which become the spoke's only configured peers.
+//! Servers (`[[nhrp.nhs]]`) to register with, which become configured peers next to any
+//! `[[peer]]` entries.
 
 use std::net::IpAddr;
 use std::num::NonZeroU16;
@@ -246,6 +247,22 @@ pub(super) fn validate(
                 format!("cannot register {p}: the tunnel has no address of its family"),
             ));
         }
+    }
+    if raw.max_shortcuts == 0 {
+        return Err(err(
+            raw.holdtime.span(),
+            "nhrp.max-shortcuts",
+            "max-shortcuts must be at least 1 (turn shortcuts off with `shortcuts = false`)".into(),
+        ));
+    }
+    if raw.redirect_interval_ms < 100 {
+        return Err(err(
+            raw.holdtime.span(),
+            "nhrp.redirect-interval-ms",
+            "redirect-interval-ms must be at least 100: it bounds the Traffic Indications \
+             per source/destination pair"
+                .into(),
+        ));
     }
     if *raw.shortcut_idle.get_ref() == 0 {
         return Err(err(

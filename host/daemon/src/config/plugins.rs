@@ -19,6 +19,10 @@ pub enum Hook {
     Mark,
     /// Routing policy.
     Route,
+    /// NHRP registration admission (hub).
+    Admission,
+    /// NHRP redirect/shortcut policy.
+    Shortcut,
 }
 
 /// What happens to a batch when a plugin fails on it.

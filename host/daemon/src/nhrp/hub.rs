@@ -2,12 +2,16 @@
 //! registration tables and dynamic peers, resolution requests answered or forwarded to the
 //! registered owner (DMVPN phase 3), and Traffic Indications for hairpinned traffic.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use mgre_plugin::{Admission, ControlHooks, ShortcutKind};
 
 use mgre_proto::nhrp::resolution::requester_address;
 use mgre_proto::nhrp::{
-    Change, RegistrationServer, RemovalCause, ResolutionOutcome, traffic_indication,
+    Change, FLAG_UNIQUE, RegistrationServer, RemovalCause, ResolutionOutcome, requested_prefixes,
+    traffic_indication,
 };
 use mgre_proto::wire::nhrp::{Body, NhrpRepr, Operation};
 use mgre_proto::{DataplaneConfig, PeerId};
@@ -32,7 +36,9 @@ impl HubState {
         self.servers.iter().filter_map(|s| s.poll_timeout()).min()
     }
 
-    /// Handles one NHRP message; returns whether the endpoint table changed.
+    /// Handles one NHRP message, asking the policy plugins (`hooks`) about registrations
+    /// and resolutions; returns whether the endpoint table changed.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn handle(
         &mut self,
         counters: &mut ControlCounters,
@@ -40,6 +46,7 @@ impl HubState {
         now: Duration,
         m: &Inbound,
         repr: &NhrpRepr,
+        hooks: Option<&mut ControlHooks>,
         out: &mut Outbox,
     ) -> bool {
         let op = match &repr.body {
@@ -70,10 +77,44 @@ impl HubState {
                 Dest::Underlay(to)
             }
         };
+        let mut attributes = None;
         let outcome = match op {
-            Operation::RegistrationRequest => server.handle_request(now, from, repr),
+            Operation::RegistrationRequest => {
+                let mut req = Cow::Borrowed(repr);
+                if let Some(h) = hooks.filter(|h| h.has_admission()) {
+                    match h.admit_registration(Instant::now(), &registration(repr, from)) {
+                        Admission::Refuse(r) => {
+                            tracing::warn!(
+                                from = %m.from, code = r.code, reason = %r.reason,
+                                "NHRP registration refused by policy"
+                            );
+                            if let Some(reply) = server.refuse(repr, r.code) {
+                                out.push((reply, Dest::Reply(m.from, m.encap)));
+                            }
+                            return false;
+                        }
+                        Admission::Accept(a) => {
+                            if let Some(cap) = a.holding_time_cap {
+                                cap_holding_time(req.to_mut(), cap);
+                            }
+                            attributes = Some((a.multicast, a.qos_group.map(|q| q.name)));
+                        }
+                    }
+                }
+                server.handle_request(now, from, &req)
+            }
             Operation::PurgeRequest => server.handle_purge(now, from, repr),
             Operation::ResolutionRequest => {
+                if let (Some(h), Some(src), Some(dst)) = (hooks, repr.src_proto, repr.dst_proto)
+                    && h.has_shortcut()
+                    && !h.shortcut_allowed(Instant::now(), ShortcutKind::Resolution, src, dst)
+                {
+                    counters.shortcuts_denied += 1;
+                    tracing::debug!(%src, %dst, "resolution denied by policy");
+                    let to = requester_address(repr, from);
+                    out.push((server.negative_resolution_reply(repr), dest(to)));
+                    return false;
+                }
                 let (message, to) = match server.handle_resolution_request(now, from, repr) {
                     ResolutionOutcome::Forward { to, message } => {
                         counters.resolutions_forwarded += 1;
@@ -113,6 +154,9 @@ impl HubState {
             let counters = |id: PeerId| ctx.peer_counters(id);
             self.peers.apply(&outcome.changes, ctx.template, &counters);
         }
+        if let Some((multicast, qos_group)) = attributes {
+            self.peers.set_attributes(from, multicast, qos_group);
+        }
         if let Some(reply) = outcome.reply {
             log_refusal(&reply, m);
             out.push((reply, Dest::Reply(m.from, m.encap)));
@@ -129,6 +173,7 @@ impl HubState {
         ctx: &Ctx<'_>,
         ingress: PeerId,
         packet: &[u8],
+        hooks: Option<&mut ControlHooks>,
         out: &mut Outbox,
     ) {
         if !self.redirect {
@@ -142,9 +187,16 @@ impl HubState {
         else {
             return;
         };
-        let Some(src) = packet_source(packet) else {
+        let Some((src, dst)) = packet_addresses(packet) else {
             return;
         };
+        if let Some(h) = hooks
+            && h.has_shortcut()
+            && !h.shortcut_allowed(Instant::now(), ShortcutKind::Redirect, src, dst)
+        {
+            counters.shortcuts_denied += 1;
+            return;
+        }
         let Some(server) = self
             .servers
             .iter()
@@ -198,18 +250,53 @@ impl HubState {
     }
 }
 
-/// The source address of an IPv4 or IPv6 packet.
-fn packet_source(packet: &[u8]) -> Option<IpAddr> {
+/// The source and destination addresses of an IPv4 or IPv6 packet.
+pub(super) fn packet_addresses(packet: &[u8]) -> Option<(IpAddr, IpAddr)> {
     match packet.first()? >> 4 {
         4 => {
-            let b: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
-            Some(IpAddr::from(b))
+            let s: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+            let d: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+            Some((IpAddr::from(s), IpAddr::from(d)))
         }
         6 => {
-            let b: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
-            Some(IpAddr::from(b))
+            let s: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
+            let d: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+            Some((IpAddr::from(s), IpAddr::from(d)))
         }
         _ => None,
+    }
+}
+
+/// What the admission hook is told about a Registration Request from underlay `from`.
+fn registration(req: &NhrpRepr, from: IpAddr) -> mgre_plugin::Registration {
+    let (flags, holding_time) = match &req.body {
+        Body::Entries { flags, cies, .. } => (*flags, cies.first().map_or(0, |c| c.holding_time)),
+        _ => (0, 0),
+    };
+    let nbma = req.src_nbma.unwrap_or(from);
+    mgre_plugin::Registration {
+        prefixes: requested_prefixes(req)
+            .iter()
+            .filter_map(|p| mgre_sdk::net::Prefix::new(p.addr(), p.len()).ok())
+            .collect(),
+        nbma,
+        source: from,
+        nat: nbma != from,
+        holding_time,
+        unique: flags & FLAG_UNIQUE != 0,
+    }
+}
+
+/// Lowers the holding time every CIE of `req` asks for to at most `cap` seconds (a CIE
+/// asking for 0, "the server's maximum", gets `cap`).
+fn cap_holding_time(req: &mut NhrpRepr, cap: u16) {
+    if let Body::Entries { cies, .. } = &mut req.body {
+        for c in cies {
+            c.holding_time = match c.holding_time {
+                0 => cap,
+                t => t.min(cap),
+            };
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use mgre_io::GreSocket;
+use mgre_plugin::{ControlHooks, PluginManager};
 use mgre_proto::nhrp::{
     ClientConfig, NhsConfig, RegistrationClient, RegistrationServer, Resolver, ResolverConfig,
     ServerConfig,
@@ -105,6 +106,8 @@ pub struct ControlCounters {
     pub resolutions_unresolved: u64,
     /// Hub: Resolution Requests refused with an Error Indication.
     pub resolution_errors: u64,
+    /// Redirects (hub) and resolutions (hub, spoke) a shortcut policy plugin denied.
+    pub shortcuts_denied: u64,
 }
 
 /// The NHRP state shared with `mgre show` and the metrics scrape.
@@ -214,6 +217,8 @@ pub struct Control {
     workers: Vec<Arc<WorkerStats>>,
     stop: Arc<AtomicBool>,
     dirty: bool,
+    /// The policy plugins' NHRP hooks (own instances, following hot reloads).
+    hooks: Option<(Arc<PluginManager>, ControlHooks)>,
 }
 
 impl Control {
@@ -228,6 +233,7 @@ impl Control {
         dp: Arc<ArcSwap<Dataplane>>,
         workers: Vec<Arc<WorkerStats>>,
         stop: Arc<AtomicBool>,
+        plugins: Option<Arc<PluginManager>>,
     ) -> anyhow::Result<(Control, Arc<Mutex<NhrpState>>)> {
         let n = cfg.nhrp.as_ref().expect("Control::new needs [nhrp]");
         let base = cfg.dataplane.clone();
@@ -314,6 +320,10 @@ impl Control {
             workers,
             stop,
             dirty: false,
+            hooks: plugins.map(|m| {
+                let hooks = ControlHooks::new(m.current());
+                (m, hooks)
+            }),
         };
         Ok((control, state))
     }
@@ -361,6 +371,10 @@ impl Control {
     }
 
     fn handle(&mut self, m: ToControl) {
+        if let Some((manager, hooks)) = &mut self.hooks {
+            hooks.refresh(&manager.published().load());
+        }
+        let hooks = self.hooks.as_mut().map(|(_, h)| h);
         let dp = self.dp.load();
         let ctx = Ctx {
             template: &self.template,
@@ -376,7 +390,7 @@ impl Control {
             match m {
                 ToControl::Hairpinned { ingress, packet } => {
                     if let Node::Hub(h) = &mut st.node {
-                        h.hairpinned(&mut st.counters, &ctx, ingress, &packet, &mut out);
+                        h.hairpinned(&mut st.counters, &ctx, ingress, &packet, hooks, &mut out);
                     }
                 }
                 ToControl::Nhrp(m) => match NhrpRepr::parse(&m.message) {
@@ -388,10 +402,10 @@ impl Control {
                         st.counters.received += 1;
                         self.dirty |= match &mut st.node {
                             Node::Hub(h) => {
-                                h.handle(&mut st.counters, &ctx, now, &m, &repr, &mut out)
+                                h.handle(&mut st.counters, &ctx, now, &m, &repr, hooks, &mut out)
                             }
                             Node::Spoke(s) => {
-                                s.handle(&mut st.counters, &ctx, now, &m, &repr, &mut out)
+                                s.handle(&mut st.counters, &ctx, now, &m, &repr, hooks, &mut out)
                             }
                         };
                     }

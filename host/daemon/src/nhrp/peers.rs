@@ -31,6 +31,8 @@ struct Slot {
     nat: bool,
     /// Counter values when the slot was (re)assigned, subtracted by `mgre show peers`.
     baseline: (u64, u64, u64, u64),
+    /// QoS group an admission policy gave the spoke.
+    qos_group: Option<String>,
 }
 
 impl DynamicPeers {
@@ -114,6 +116,27 @@ impl DynamicPeers {
             .any(|c| !matches!(c, ShortcutChange::Refreshed(_)))
     }
 
+    /// Applies an admission policy's attributes to the peer at underlay address `addr`:
+    /// whether it gets multicast copies (`None`: the default, yes) and its QoS group.
+    pub fn set_attributes(
+        &mut self,
+        addr: IpAddr,
+        multicast: Option<bool>,
+        qos_group: Option<String>,
+    ) {
+        if let Some(&i) = self.by_underlay.get(&addr) {
+            let slot = &mut self.slots[i];
+            slot.peer.multicast = multicast.unwrap_or(true);
+            slot.qos_group = qos_group;
+        }
+    }
+
+    /// The admission attributes of the peer at `addr`: multicast, QoS group.
+    pub fn attributes(&self, addr: IpAddr) -> Option<(bool, Option<&str>)> {
+        let slot = &self.slots[*self.by_underlay.get(&addr)?];
+        Some((slot.peer.multicast, slot.qos_group.as_deref()))
+    }
+
     /// The peer id of underlay address `addr`, if it holds a slot.
     pub fn peer_at(&self, addr: IpAddr) -> Option<PeerId> {
         self.by_underlay
@@ -184,6 +207,7 @@ impl DynamicPeers {
                     refs: 0,
                     nat: false,
                     baseline: (0, 0, 0, 0),
+                    qos_group: None,
                 });
                 self.slots.len() - 1
             }
@@ -207,6 +231,7 @@ impl DynamicPeers {
             refs: 1,
             nat,
             baseline: counters((self.first + i) as PeerId),
+            qos_group: None,
         };
         self.by_underlay.insert(addr, i);
         true

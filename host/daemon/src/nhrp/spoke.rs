@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use mgre_plugin::{ControlHooks, ShortcutKind};
 
 use mgre_proto::nhrp::{RegistrationClient, ReplyOutcome, Resolver, ShortcutChange};
 use mgre_proto::wire::nhrp::{Body, NhrpRepr, Operation};
@@ -59,7 +61,9 @@ impl SpokeState {
         clients.chain(resolvers).chain(usage).min()
     }
 
-    /// Handles one NHRP message; returns whether the endpoint table changed.
+    /// Handles one NHRP message (asking the policy plugins, `hooks`, before resolving a
+    /// redirected destination); returns whether the endpoint table changed.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn handle(
         &mut self,
         counters: &mut ControlCounters,
@@ -67,6 +71,7 @@ impl SpokeState {
         now: Duration,
         m: &Inbound,
         repr: &NhrpRepr,
+        hooks: Option<&mut ControlHooks>,
         out: &mut Outbox,
     ) -> bool {
         let from = m.from.ip();
@@ -122,7 +127,20 @@ impl SpokeState {
                 },
                 _,
             ) => return false,
-            (Body::TrafficIndication { .. }, Some(r)) => {
+            (Body::TrafficIndication { packet, .. }, Some(r)) => {
+                if let (Some(h), Some((_, dst))) = (hooks, super::hub::packet_addresses(packet))
+                    && h.has_shortcut()
+                    && !h.shortcut_allowed(
+                        Instant::now(),
+                        ShortcutKind::Resolution,
+                        r.config().protocol_address,
+                        dst,
+                    )
+                {
+                    counters.shortcuts_denied += 1;
+                    tracing::debug!(%dst, "shortcut denied by policy");
+                    return false;
+                }
                 if let Some(o) = r.handle_traffic_indication(now, from, repr) {
                     tracing::debug!(nhs = %from, "NHRP Traffic Indication: resolving");
                     out.push((o.message, dest(o.to)));

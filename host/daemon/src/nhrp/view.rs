@@ -30,6 +30,9 @@ pub struct CacheRow {
     pub flags: Vec<&'static str>,
     /// The dataplane peer it points at.
     pub peer: String,
+    /// QoS group an admission policy gave the spoke.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qos_group: Option<String>,
 }
 
 /// One row of `mgre show nhs`.
@@ -91,6 +94,7 @@ pub fn cache(st: &NhrpState, dp: &Dataplane, static_peers: usize) -> Value {
                 holdtime: None,
                 flags: if nhs { vec!["nhs"] } else { Vec::new() },
                 peer: p.name.clone(),
+                qos_group: None,
             }
         })
         .collect();
@@ -107,6 +111,10 @@ pub fn cache(st: &NhrpState, dp: &Dataplane, static_peers: usize) -> Value {
                     if r.nat_nbma.is_some() {
                         flags.push("nat");
                     }
+                    let attributes = peers.attributes(r.nat_nbma.unwrap_or(r.nbma));
+                    if attributes.is_some_and(|(multicast, _)| !multicast) {
+                        flags.push("no-multicast");
+                    }
                     rows.push(CacheRow {
                         protocol: r.prefix.to_string(),
                         nbma: r.nbma.to_string(),
@@ -116,6 +124,7 @@ pub fn cache(st: &NhrpState, dp: &Dataplane, static_peers: usize) -> Value {
                         holdtime: Some(r.holding_time),
                         flags,
                         peer: peers.peer_of(r).map_or(String::new(), name),
+                        qos_group: attributes.and_then(|(_, q)| q).map(str::to_owned),
                     });
                 }
             }
@@ -139,6 +148,7 @@ pub fn cache(st: &NhrpState, dp: &Dataplane, static_peers: usize) -> Value {
                         holdtime: Some(sc.holding_time),
                         flags: vec![origin],
                         peer: dp.peer_by_nbma(sc.nbma).map_or(String::new(), name),
+                        qos_group: None,
                     });
                 }
             }
@@ -212,6 +222,7 @@ pub fn server_counters(c: &ServerCounters) -> serde_json::Map<String, Value> {
         ("nak_authentication", c.nak_authentication),
         ("nak_insufficient_resources", c.nak_insufficient_resources),
         ("nak_unique", c.nak_unique),
+        ("nak_policy", c.nak_policy),
         ("nat_detected", c.nat_detected),
         ("expired", c.expired),
         ("purged", c.purged),
@@ -278,7 +289,7 @@ pub const RESOLVER_COUNTERS: [&str; 11] = [
     "resolution_requests",
     "resolution_retransmissions",
     "resolutions_given_up",
-    "resolutions_answered",
+    "resolution_requests_answered",
     "resolution_replies",
     "resolution_naks",
     "shortcuts_added",
@@ -298,6 +309,7 @@ fn add(a: ServerCounters, b: &ServerCounters) -> ServerCounters {
         nak_authentication: a.nak_authentication + b.nak_authentication,
         nak_insufficient_resources: a.nak_insufficient_resources + b.nak_insufficient_resources,
         nak_unique: a.nak_unique + b.nak_unique,
+        nak_policy: a.nak_policy + b.nak_policy,
         nat_detected: a.nat_detected + b.nat_detected,
         expired: a.expired + b.expired,
         purged: a.purged + b.purged,

@@ -84,7 +84,8 @@ fn out(v: Verdict, f: &[u8]) -> &[u8] {
     match v {
         Verdict::Underlay { start, len, .. }
         | Verdict::Tun { start, len }
-        | Verdict::Control { start, len, .. } => &f[start..start + len],
+        | Verdict::Control { start, len, .. }
+        | Verdict::Replicate { start, len, .. } => &f[start..start + len],
         Verdict::Drop(r) => panic!("dropped: {r:?}"),
     }
 }
@@ -98,6 +99,7 @@ fn peer(name: &str, nbma: &str, key: Option<u32>) -> Peer {
         checksum: false,
         sequence: false,
         udp_port: None,
+        multicast: true,
     }
 }
 
@@ -613,4 +615,60 @@ fn marks_rewrite_the_inner_dscp_and_set_the_outer_traffic_class() {
         panic!()
     };
     assert_eq!(marks, TxMarks::NONE, "no mark: socket defaults");
+}
+
+#[test]
+fn a_hub_replicates_multicast_from_its_tun_and_from_spokes() {
+    let mut n = hub();
+    let mut group = echo(LAN1, [239, 1, 1, 1], 100);
+    group[8] = 1;
+    fix_ipv4_checksum(&mut group);
+    let (v, f) = n.tun(&group);
+    assert_eq!(
+        v,
+        Verdict::Replicate {
+            start: HEADROOM,
+            len: 100,
+            ingress: None,
+            local: false
+        }
+    );
+    assert_eq!(out(v, &f), &group[..]);
+    assert_eq!(n.dp.multicast_peers(), &[0, 1]);
+    // From spoke 0: to the hub's TUN and the other spokes, unchanged (TTL 1 survives).
+    let (v, f) = n.underlay(&gre(plain(gre::PROTO_IPV4, None), &group), "192.0.2.11");
+    assert!(
+        matches!(
+            v,
+            Verdict::Replicate {
+                ingress: Some(0),
+                local: true,
+                ..
+            }
+        ),
+        "{v:?}"
+    );
+    assert_eq!(out(v, &f), &group[..]);
+    // Each copy is encapsulated for its peer.
+    let mut buf = vec![0u8; HEADROOM + 200];
+    let (s, l) =
+        n.dp.encap_copy(&mut n.ws, &n.st, 1, &group, &mut buf)
+            .expect("copy");
+    let repr = GreRepr::parse(&buf[s..s + l]).unwrap();
+    assert_eq!((repr.protocol, repr.key), (gre::PROTO_IPV4, Some(7)));
+    assert_eq!(&buf[s + repr.header_len()..s + l], &group[..]);
+    // Broadcast too; a spoke does not replicate (its multicast goes to the NHS).
+    let bcast = echo(LAN1, [255, 255, 255, 255], 60);
+    assert!(matches!(n.tun(&bcast).0, Verdict::Replicate { .. }));
+    let mut s = spoke();
+    assert!(matches!(s.tun(&group).0, Verdict::Underlay { peer: 0, .. }));
+}
+
+#[test]
+fn peers_out_of_the_multicast_map_get_no_copies() {
+    let mut cfg = hub().dp.config().clone();
+    cfg.peers[0].multicast = false;
+    cfg.peers.push(Peer::vacant());
+    let dp = Dataplane::new(cfg);
+    assert_eq!(dp.multicast_peers(), &[1]);
 }

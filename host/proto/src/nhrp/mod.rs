@@ -30,6 +30,7 @@ pub use resolution::{
 };
 pub use server::{
     Change, Outcome, Registration, RegistrationServer, RemovalCause, ServerConfig, ServerCounters,
+    requested_prefixes,
 };
 pub use shortcut::{
     Outgoing, Resolver, ResolverConfig, ResolverCounters, Shortcut, ShortcutChange, ShortcutOrigin,

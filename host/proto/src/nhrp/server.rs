@@ -126,6 +126,8 @@ pub struct ServerCounters {
     pub nak_insufficient_resources: u64,
     /// CIEs refused with code 14 because another client holds the prefix uniquely.
     pub nak_unique: u64,
+    /// Requests an admission policy refused ([`RegistrationServer::refuse`]).
+    pub nak_policy: u64,
     /// Requests whose claimed NBMA address differs from their underlay source.
     pub nat_detected: u64,
     /// Entries removed because their holding time ran out.
@@ -383,6 +385,33 @@ impl RegistrationServer {
         }
     }
 
+    /// The Registration Reply refusing every CIE of the Registration Request `req` with
+    /// NAK `code`, as an admission policy decided before the table saw it (counted as
+    /// `nak_policy`; the table is unchanged). `None` when `req` is not a Registration
+    /// Request with a source protocol address.
+    pub fn refuse(&mut self, req: &NhrpRepr, code: u8) -> Option<NhrpRepr> {
+        let Body::Entries {
+            op: Operation::RegistrationRequest,
+            flags,
+            request_id,
+            cies,
+        } = &req.body
+        else {
+            return None;
+        };
+        req.src_proto?;
+        self.counters.nak_policy += 1;
+        let cies = cies.iter().map(|c| Cie { code, ..c.clone() }).collect();
+        Some(self.reply_to(
+            req,
+            Operation::RegistrationReply,
+            flags & (FLAG_UNIQUE | FLAG_NAT),
+            *request_id,
+            cies,
+            Vec::new(),
+        ))
+    }
+
     /// Handles a Purge Request that arrived from underlay address `src_nbma`: removes each
     /// entry its CIEs name (protocol address and prefix length, defaulting as in
     /// [`RegistrationServer::handle_request`]) if it belongs to the sender, i.e. has the
@@ -605,6 +634,17 @@ struct Binding {
     src_proto: IpAddr,
     request_id: u32,
     unique: bool,
+}
+
+/// The overlay prefixes a Registration Request asks for, one per CIE (as
+/// [`RegistrationServer::handle_request`] would register them), for an admission policy.
+pub fn requested_prefixes(req: &NhrpRepr) -> Vec<Prefix> {
+    match (&req.body, req.src_proto) {
+        (Body::Entries { cies, .. }, Some(src)) => {
+            cies.iter().filter_map(|c| cie_prefix(c, src)).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The prefix a CIE names; `None` only if its address and length cannot form one.

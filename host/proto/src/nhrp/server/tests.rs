@@ -483,3 +483,25 @@ fn other_messages_are_ignored() {
     assert_eq!(s.counters().requests, 0);
     assert!(s.is_empty());
 }
+
+#[test]
+fn a_policy_refusal_naks_every_cie_and_leaves_the_table_alone() {
+    let mut hub = RegistrationServer::new(config());
+    let req = registration(11, 1, vec![host_cie(300), site_cie(ip(192, 0, 2, 0), 24)]);
+    let prefixes: Vec<String> = requested_prefixes(&req)
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(prefixes, ["203.0.113.11/32", "192.0.2.0/24"]);
+    let reply = hub.refuse(&req, 4).expect("a registration request");
+    let Body::Entries { op, cies, .. } = &reply.body else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(*op, Operation::RegistrationReply);
+    assert!(cies.iter().all(|c| c.code == 4));
+    assert_eq!(hub.len(), 0);
+    assert_eq!(hub.counters().nak_policy, 1);
+    let mut buf = Vec::new();
+    reply.emit(&mut buf).unwrap();
+    assert_eq!(NhrpRepr::parse(&buf).unwrap(), reply);
+}
