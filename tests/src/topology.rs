@@ -21,6 +21,9 @@ use crate::names::{Namer, TempDir};
 use crate::netns::Netns;
 use crate::plugins::{PluginEntry, plugins_section, quote};
 
+mod nat;
+pub use nat::{nat_gateway, nat_private_nbma, nat_public_nbma};
+
 /// How a spoke and the hub encapsulate traffic between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Encap {
@@ -862,48 +865,20 @@ impl Site {
         let underlay_iface = names.device('u', index);
         let port = names.device('p', index);
         let nat = match id {
-            SiteId::Spoke(k) if spec.behind_nat.contains(&k) => {
-                let nat = Netns::new(names.netns(&format!("{role}n")))?;
-                nat.sysctl(&[("net.ipv4.ip_forward", "1")])?;
-                let inside = names.device('i', index);
-                let outside = names.device('o', index);
-                router.ip(&format!(
-                    "link add {underlay_iface} type veth peer name {inside} netns {}",
-                    nat.name()
-                ))?;
-                nat.ip(&format!(
-                    "link add {outside} type veth peer name {port} netns {}",
-                    underlay.name()
-                ))?;
-                underlay.ip(&format!("link set {port} master {bridge} up"))?;
-                router.ip(&format!("addr add {}/30 dev {underlay_iface}", addrs.nbma))?;
-                router.ip(&format!("link set {underlay_iface} up"))?;
-                nat.ip(&format!("addr add {}/30 dev {inside}", nat_gateway(k)))?;
-                nat.ip(&format!("addr add {}/24 dev {outside}", nat_public_nbma(k)))?;
-                nat.ip(&format!("link set {inside} up"))?;
-                nat.ip(&format!("link set {outside} up"))?;
-                router.ip(&format!("route add default via {}", nat_gateway(k)))?;
-                for rule in [
-                    "add table ip mgrenat".to_owned(),
-                    "add chain ip mgrenat post { type nat hook postrouting priority 100 ; }"
-                        .to_owned(),
-                    format!("add rule ip mgrenat post oifname {outside} masquerade"),
-                ] {
-                    let args: Vec<&str> = std::iter::once("nft")
-                        .chain(rule.split_whitespace())
-                        .collect();
-                    let out = nat
-                        .exec(&args)
-                        .context("running nft (is nftables installed?)")?;
-                    if !out.status.success() {
-                        bail!(
-                            "nft {rule}: {}",
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        );
-                    }
-                }
-                Some(nat)
-            }
+            SiteId::Spoke(k) if spec.behind_nat.contains(&k) => Some(nat::router(
+                &nat::Wiring {
+                    names,
+                    role: &role,
+                    index,
+                    router: &router,
+                    underlay,
+                    bridge,
+                    underlay_iface: &underlay_iface,
+                    port: &port,
+                },
+                k,
+                addrs.nbma,
+            )?),
             _ => {
                 router.ip(&format!(
                     "link add {underlay_iface} type veth peer name {port} netns {}",
@@ -988,21 +963,6 @@ fn plugin_dir_name(id: SiteId) -> String {
 fn list(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|item| quote(item)).collect();
     format!("[{}]", quoted.join(", "))
-}
-
-/// The private underlay address of spoke `k` behind NAT (on its /30 to the NAT router).
-pub fn nat_private_nbma(k: usize) -> Ipv4Addr {
-    Ipv4Addr::new(192, 0, 2, 101 + 4 * (k as u8 - 1))
-}
-
-/// The NAT router's address on spoke `k`'s private /30 (the spoke's default gateway).
-pub fn nat_gateway(k: usize) -> Ipv4Addr {
-    Ipv4Addr::new(192, 0, 2, 102 + 4 * (k as u8 - 1))
-}
-
-/// The public (post-NAT) underlay address of spoke `k`'s NAT router, on the bridge.
-pub fn nat_public_nbma(k: usize) -> Ipv4Addr {
-    Ipv4Addr::new(192, 0, 2, 20 + k as u8)
 }
 
 /// The most spokes the contract's LAN plan has room for.

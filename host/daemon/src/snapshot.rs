@@ -209,15 +209,20 @@ impl Shared {
     }
 
     fn sum_peer(&self, id: u32, rx: bool) -> Count {
-        self.workers
-            .iter()
-            .filter_map(|w| w.peer(id))
-            .fold(Count::default(), |c, p| {
-                let t = if rx { &p.rx } else { &p.tx };
-                Count {
-                    packets: c.packets + t.packets.get(),
-                    bytes: c.bytes + t.bytes.get(),
-                }
-            })
+        peer_count(&self.workers, id, rx)
     }
+}
+
+/// Peer `id`'s received (`rx`) or sent traffic summed over the workers' counters.
+pub fn peer_count(workers: &[Arc<WorkerStats>], id: u32, rx: bool) -> Count {
+    workers
+        .iter()
+        .filter_map(|w| w.peer(id))
+        .fold(Count::default(), |c, p| {
+            let t = if rx { &p.rx } else { &p.tx };
+            Count {
+                packets: c.packets + t.packets.get(),
+                bytes: c.bytes + t.bytes.get(),
+            }
+        })
 }

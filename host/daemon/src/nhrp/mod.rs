@@ -155,17 +155,9 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// A peer's (rx packets, rx bytes, tx packets, tx bytes) summed over the workers.
     fn peer_counters(&self, id: PeerId) -> (u64, u64, u64, u64) {
-        self.workers
-            .iter()
-            .filter_map(|w| w.peer(id))
-            .fold((0, 0, 0, 0), |(a, b, c, d), p| {
-                (
-                    a + p.rx.packets.get(),
-                    b + p.rx.bytes.get(),
-                    c + p.tx.packets.get(),
-                    d + p.tx.bytes.get(),
-                )
-            })
+        let rx = crate::snapshot::peer_count(self.workers, id, true);
+        let tx = crate::snapshot::peer_count(self.workers, id, false);
+        (rx.packets, rx.bytes, tx.packets, tx.bytes)
     }
 }
 
