@@ -22,6 +22,7 @@ use crate::netns::Netns;
 use crate::plugins::{PluginEntry, plugins_section, quote};
 
 mod nat;
+mod nhrp;
 pub use nat::{nat_gateway, nat_private_nbma, nat_public_nbma};
 
 /// How a spoke and the hub encapsulate traffic between them.
@@ -213,6 +214,8 @@ pub struct TopologyBuilder {
     behind_nat: Vec<usize>,
     /// A second hub (NHRP only).
     backup_hub: bool,
+    /// Regional hubs (spoke numbers) and the spokes registering with each (NHRP only).
+    regions: Vec<(usize, Vec<usize>)>,
 }
 
 impl TopologyBuilder {
@@ -320,6 +323,17 @@ impl TopologyBuilder {
         self
     }
 
+    /// Runs spoke `r` as a regional hub: a hub for spokes `members` (they register with it
+    /// instead of the hub) and itself a client of the hub, with which it registers the
+    /// smallest prefixes covering its region's LANs. Only meaningful with [`Self::nhrp`].
+    pub fn regional_hub(mut self, r: usize, members: &[usize]) -> Self {
+        for k in std::iter::once(r).chain(members.iter().copied()) {
+            self.spoke_mut(k);
+        }
+        self.regions.push((r, members.to_vec()));
+        self
+    }
+
     /// The addresses of site `id` in this topology (a spoke behind NAT has its private
     /// underlay address).
     pub fn addrs(&self, id: SiteId) -> SiteAddrs {
@@ -380,7 +394,10 @@ impl TopologyBuilder {
         line(String::new());
         line("[tunnel]".into());
         line(format!("name = {}", quote(tun)));
-        let hub_role = matches!(id, SiteId::Hub | SiteId::BackupHub);
+        let hub_role = match id {
+            SiteId::Hub | SiteId::BackupHub => true,
+            SiteId::Spoke(k) => self.is_regional_hub(k),
+        };
         let role = if hub_role { "hub" } else { "spoke" };
         line(format!("role = {}", quote(role)));
         line(format!(
@@ -421,67 +438,8 @@ impl TopologyBuilder {
             }
         }
         if let Some(n) = nhrp {
-            line(String::new());
-            line("[nhrp]".into());
-            line(format!("holdtime = {}", n.holdtime));
-            let secret = match id {
-                SiteId::Spoke(k) => self
-                    .nhrp_secrets
-                    .iter()
-                    .find(|(s, _)| *s == k)
-                    .map(|(_, secret)| secret.clone())
-                    .or_else(|| n.secret.clone()),
-                SiteId::Hub | SiteId::BackupHub => n.secret.clone(),
-            };
-            if let Some(secret) = secret {
-                line(format!("secret = {}", quote(&secret)));
-            }
-            match id {
-                SiteId::Hub | SiteId::BackupHub => {
-                    if n.shortcuts {
-                        line("redirect = true".into());
-                    }
-                    if !n.allowed_nbma.is_empty() {
-                        line(format!("allowed-nbma = {}", list(&n.allowed_nbma)));
-                    }
-                }
-                SiteId::Spoke(k) => {
-                    if let Some(f) = n.failover_after {
-                        line(format!("failover-after = {f}"));
-                    }
-                    if n.shortcuts {
-                        line("shortcuts = true".into());
-                    }
-                    if let Some(idle) = n.shortcut_idle {
-                        line(format!("shortcut-idle = {idle}"));
-                    }
-                    line(format!(
-                        "register = {}",
-                        list(&[
-                            format!("{}/{LAN_V4_LEN}", me.lan_v4),
-                            format!("{}/{LAN_V6_LEN}", me.lan_v6)
-                        ])
-                    ));
-                    let hubs = std::iter::once(SiteId::Hub)
-                        .chain(self.backup_hub.then_some(SiteId::BackupHub));
-                    for (priority, hub_id) in hubs.enumerate() {
-                        let hub = SiteAddrs::of(hub_id);
-                        line(String::new());
-                        line("[[nhrp.nhs]]".into());
-                        line(format!("name = {}", quote(&hub_id.peer_name())));
-                        line(format!("nbma = {}", quote(&hub.nbma.to_string())));
-                        line(format!(
-                            "address = {}",
-                            list(&[hub.tunnel_v4.to_string(), hub.tunnel_v6.to_string()])
-                        ));
-                        line(format!(
-                            "encap = {}",
-                            quote(self.spokes[k - 1].encap.as_str())
-                        ));
-                        line(format!("priority = {}", priority + 1));
-                    }
-                }
-            }
+            let section = self.nhrp_section(id, n);
+            line(section.trim_end().to_owned());
         }
         let peers: Vec<(SiteId, SpokeOptions)> = match (id, nhrp) {
             (SiteId::Hub | SiteId::BackupHub, Some(_)) => Vec::new(),
@@ -602,6 +560,7 @@ impl Topology {
             nhrp_secrets: Vec::new(),
             behind_nat: Vec::new(),
             backup_hub: false,
+            regions: Vec::new(),
         }
     }
 

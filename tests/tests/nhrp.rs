@@ -1,7 +1,8 @@
 //! NHRP end to end: spokes configured with nothing but their NHS register with the hub over
 //! real namespaces, the hub builds its endpoint table from the registrations, refuses wrong
 //! secrets and disallowed underlay addresses (and counts them), forgets spokes that purge
-//! or stop refreshing.
+//! or stop refreshing; NAT, two hubs, phase 3 shortcuts (also across a regional hub),
+//! multicast and policy plugins.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -49,18 +50,24 @@ fn expected(site: &Site) -> Vec<String> {
 }
 
 fn wait_registered(topo: &Topology, site: &Site) -> Result<()> {
+    wait_entries(topo, topo.hub(), site, expected(site))
+}
+
+/// Waits until `server` holds exactly the `want` prefixes for `site`'s underlay address.
+fn wait_entries(topo: &Topology, server: &Site, site: &Site, mut want: Vec<String>) -> Result<()> {
     let nbma = site.addrs.nbma.to_string();
-    let want = expected(site);
+    want.sort();
     let mut got = Vec::new();
     let ok = wait_until(REGISTER_WAIT, POLL, || {
-        got = registered_for(topo.hub(), &nbma)?;
+        got = registered_for(server, &nbma)?;
         got.sort();
         Ok(got == want)
     })?;
     ensure!(
         ok,
-        "{} did not register: hub has {got:?}, want {want:?}\n{}",
+        "{} did not register with {}: it has {got:?}, want {want:?}\n{}",
         site.id.peer_name(),
+        server.id.peer_name(),
         topo.logs()
     );
     Ok(())
@@ -717,5 +724,122 @@ action = "deny"
     );
     let v = topo.hub().daemon().nhrp()?;
     ensure!(counter(&v, "/counters/shortcuts_denied")? >= 1, "{v}");
+    Ok(())
+}
+
+#[test]
+fn a_regional_hub_registers_its_region_with_the_core_hub_and_spokes_shortcut_across_regions()
+-> Result<()> {
+    // Spoke 1 runs as a regional hub with spoke 2 behind it; spoke 3 registers with the hub,
+    // which is the regional hub's core hub.
+    let mut topo = Topology::builder("nhrg")
+        .spokes(3)
+        .encap(3, Encap::GreUdp)
+        .regional_hub(1, &[2])
+        .nhrp(NhrpOptions {
+            secret: Some("dmvpn".into()),
+            shortcuts: true,
+            ..NhrpOptions::default()
+        })
+        .build()?;
+    topo.start()?;
+    let (core, regional) = (topo.hub(), topo.spoke(1));
+    let (s2, s3) = (topo.spoke(2), topo.spoke(3));
+    // The regional hub registers its tunnel addresses and its region's summaries (its own
+    // LAN and spoke 2's) with the core hub; spoke 2 registers with the regional hub only.
+    let r = &regional.addrs;
+    let region = vec![
+        format!("{}/32", r.tunnel_v4),
+        format!("{}/128", r.tunnel_v6),
+        "203.0.113.0/25".to_owned(),
+        "2001:db8::/46".to_owned(),
+    ];
+    wait_entries(&topo, core, regional, region)?;
+    wait_entries(&topo, regional, s2, expected(s2))?;
+    wait_registered(&topo, s3)?;
+    ensure!(
+        registered_for(core, &s2.addrs.nbma.to_string())?.is_empty(),
+        "spoke2 registered with the core hub"
+    );
+    let nhs = regional.daemon().nhs()?;
+    ensure!(
+        nhs["role"] == "hub"
+            && nhs["servers"].as_array().is_some_and(|s| s.len() == 2
+                && s.iter().all(
+                    |s| s["state"] == "registered" && s["nbma"] == core.addrs.nbma.to_string()
+                )),
+        "regional hub's NHS state: {nhs}"
+    );
+
+    // Across regions: spoke 2 -> regional hub -> core hub -> spoke 3 and back, both
+    // families; the regional hub's own LAN reaches both regions too.
+    let hairpin =
+        |site: &Site| -> Result<u64> { counter(&site.daemon().stats()?, "/hairpin/packets") };
+    let core_start = hairpin(core)?;
+    ensure_ping(&topo, s2, s3.addrs.host_v4.into())?;
+    ensure_ping(&topo, s2, s3.addrs.host_v6.into())?;
+    ensure_ping(&topo, regional, s3.addrs.host_v4.into())?;
+    ensure_ping(&topo, regional, s2.addrs.host_v6.into())?;
+    ensure!(
+        hairpin(core)? > core_start,
+        "the first packets should have crossed the core hub"
+    );
+
+    // Both hubs redirect; spoke 2's resolution of spoke 3's LAN goes up through the
+    // regional hub to the core hub, spoke 3's down through both hubs to spoke 2, and each
+    // answers the other directly.
+    let (n2, n3) = (s2.addrs.nbma.to_string(), s3.addrs.nbma.to_string());
+    let (lan2, lan3) = (
+        format!("{}/26", s2.addrs.lan_v4),
+        format!("{}/26", s3.addrs.lan_v4),
+    );
+    let lan2_v6 = format!("{}/64", s2.addrs.lan_v6);
+    let mut seen = (Vec::new(), Vec::new());
+    let installed = wait_until(Duration::from_secs(20), POLL, || {
+        ping(&s2.host, s3.addrs.host_v4.into(), 1);
+        ping(&s3.host, s2.addrs.host_v6.into(), 1);
+        seen = (shortcuts(s2)?, shortcuts(s3)?);
+        Ok(has_shortcut(s2, &lan3, &n3)?
+            && has_shortcut(s3, &lan2, &n2)?
+            && has_shortcut(s3, &lan2_v6, &n2)?)
+    })?;
+    ensure!(
+        installed,
+        "no shortcuts across regions: spoke2 {:?}, spoke3 {:?}\n{}",
+        seen.0,
+        seen.1,
+        topo.logs()
+    );
+    let v = regional.daemon().nhrp()?;
+    ensure!(
+        counter(&v, "/counters/resolutions_upstream")? > 0,
+        "the regional hub passed no resolution up: {v}"
+    );
+
+    // The transfer now goes spoke to spoke: neither hub forwards it.
+    let before = (hairpin(core)?, hairpin(regional)?);
+    let bytes = 2 << 20;
+    let (sent, received) = tcp_transfer(&s2.host, &s3.host, s3.addrs.host_v4.into(), bytes)
+        .with_context(|| topo.logs())?;
+    ensure!(sent == received, "TCP payload corrupted on the shortcut");
+    let after = (hairpin(core)?, hairpin(regional)?);
+    ensure!(
+        after.0 - before.0 < 20 && after.1 - before.1 < 20,
+        "the hubs still forwarded the transfer: core {} and regional {} packets",
+        after.0 - before.0,
+        after.1 - before.1
+    );
+
+    // A regional hub that stops withdraws its region from the core hub at once.
+    topo.stop_site(mgre_e2e::SiteId::Spoke(1))?;
+    let nbma = topo.spoke(1).addrs.nbma.to_string();
+    let gone = wait_until(Duration::from_secs(5), POLL, || {
+        Ok(registered_for(topo.hub(), &nbma)?.is_empty())
+    })?;
+    ensure!(
+        gone,
+        "the regional hub's purge did not reach the core hub\n{}",
+        topo.logs()
+    );
     Ok(())
 }

@@ -229,10 +229,10 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
     }
 
     let mut nhs_peers = Vec::new();
-    if let Some(n) = &raw.nhrp
-        && t.role == Role::Spoke
-    {
-        if let Some(s) = &t.nhs {
+    if let Some(n) = &raw.nhrp {
+        if let Some(s) = &t.nhs
+            && t.role == Role::Spoke
+        {
             return Err(err(
                 s.span(),
                 "tunnel.nhs",
@@ -331,7 +331,8 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrAt<'_>) -> Result<Config, Conf
     }
 
     let nhs = match (&t.nhs, t.role) {
-        (None, Role::Spoke) if nhrp.is_some() => nhrp
+        // A spoke's hubs, or a regional hub's core hubs.
+        (None, _) if nhrp.is_some() => nhrp
             .iter()
             .flat_map(|n| &n.nhs)
             .min_by_key(|n| n.priority)

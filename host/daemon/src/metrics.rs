@@ -229,6 +229,7 @@ fn encode_nhrp(
                 ("forwarded", c.resolutions_forwarded),
                 ("answered", c.resolutions_answered),
                 ("unresolved", c.resolutions_unresolved),
+                ("upstream", c.resolutions_upstream),
                 ("error", c.resolution_errors),
             ] {
                 ConstCounter::new(v)
@@ -307,70 +308,72 @@ fn encode_nhrp(
                 )?;
                 ConstGauge::new(shortcuts as i64).encode(fam.encode_family(&[("tunnel", tun)])?)?;
             }
-            let statuses: Vec<_> = spoke
-                .clients
-                .iter()
-                .flat_map(|c| {
-                    let fam = if c.config().protocol_address.is_ipv4() {
-                        "ipv4"
-                    } else {
-                        "ipv6"
-                    };
-                    c.statuses().map(move |s| (fam, s.nbma.to_string(), s))
-                })
-                .collect();
-            let mut fam = enc.encode_descriptor(
-                "nhrp_nhs_registered",
-                "1 while registered with the NHS",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (family, nhs, s) in &statuses {
-                let on = matches!(s.state, mgre_proto::nhrp::NhsState::Registered { .. });
-                ConstGauge::new(i64::from(on)).encode(fam.encode_family(&[
-                    ("tunnel", tun),
-                    ("nhs", nhs.as_str()),
-                    ("family", family),
-                ])?)?;
-            }
-            let mut fam = enc.encode_descriptor(
-                "nhrp_nhs_replies",
-                "Registration Replies from the NHS, by result",
-                None,
-                MetricType::Counter,
-            )?;
-            for (family, nhs, s) in &statuses {
-                for (result, v) in [
-                    ("success", s.counters.registrations),
-                    ("nak", s.counters.naks),
-                ] {
-                    ConstCounter::new(v).encode(fam.encode_family(&[
-                        ("tunnel", tun),
-                        ("nhs", nhs.as_str()),
-                        ("family", family),
-                        ("result", result),
-                    ])?)?;
-                }
-            }
-            let mut fam = enc.encode_descriptor(
-                "nhrp_nhs_requests",
-                "Registration Requests sent to the NHS (new IDs and retransmissions)",
-                None,
-                MetricType::Counter,
-            )?;
-            for (family, nhs, s) in &statuses {
-                for (kind, v) in [
-                    ("new", s.counters.requests),
-                    ("retransmission", s.counters.retransmissions),
-                ] {
-                    ConstCounter::new(v).encode(fam.encode_family(&[
-                        ("tunnel", tun),
-                        ("nhs", nhs.as_str()),
-                        ("family", family),
-                        ("kind", kind),
-                    ])?)?;
-                }
-            }
+        }
+    }
+    let statuses: Vec<_> = st
+        .node
+        .upstream()
+        .clients
+        .iter()
+        .flat_map(|c| {
+            let fam = if c.config().protocol_address.is_ipv4() {
+                "ipv4"
+            } else {
+                "ipv6"
+            };
+            c.statuses().map(move |s| (fam, s.nbma.to_string(), s))
+        })
+        .collect();
+    let mut fam = enc.encode_descriptor(
+        "nhrp_nhs_registered",
+        "1 while registered with the NHS",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (family, nhs, s) in &statuses {
+        let on = matches!(s.state, mgre_proto::nhrp::NhsState::Registered { .. });
+        ConstGauge::new(i64::from(on)).encode(fam.encode_family(&[
+            ("tunnel", tun),
+            ("nhs", nhs.as_str()),
+            ("family", family),
+        ])?)?;
+    }
+    let mut fam = enc.encode_descriptor(
+        "nhrp_nhs_replies",
+        "Registration Replies from the NHS, by result",
+        None,
+        MetricType::Counter,
+    )?;
+    for (family, nhs, s) in &statuses {
+        for (result, v) in [
+            ("success", s.counters.registrations),
+            ("nak", s.counters.naks),
+        ] {
+            ConstCounter::new(v).encode(fam.encode_family(&[
+                ("tunnel", tun),
+                ("nhs", nhs.as_str()),
+                ("family", family),
+                ("result", result),
+            ])?)?;
+        }
+    }
+    let mut fam = enc.encode_descriptor(
+        "nhrp_nhs_requests",
+        "Registration Requests sent to the NHS (new IDs and retransmissions)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (family, nhs, s) in &statuses {
+        for (kind, v) in [
+            ("new", s.counters.requests),
+            ("retransmission", s.counters.retransmissions),
+        ] {
+            ConstCounter::new(v).encode(fam.encode_family(&[
+                ("tunnel", tun),
+                ("nhs", nhs.as_str()),
+                ("family", family),
+                ("kind", kind),
+            ])?)?;
         }
     }
     Ok(())

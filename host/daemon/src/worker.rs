@@ -24,8 +24,7 @@ use mgre_proto::dataplane::HEADROOM;
 use mgre_proto::nhrp::RedirectLimiter;
 use mgre_proto::nhrp::redirect::INDICATION_PACKET_LEN;
 use mgre_proto::{
-    Dataplane, Direction, DropReason, Encap, Inspected, Peer, Policy, Step, Verdict, WorkerState,
-    WorkerStats,
+    Dataplane, DropReason, Encap, Inspected, Peer, Policy, Step, Verdict, WorkerState, WorkerStats,
 };
 
 use crate::nhrp::{Inbound, ToControl};
@@ -357,10 +356,8 @@ impl Worker {
                 let frame = lane.batch.frame_mut(i);
                 lane.verdicts[i] =
                     l.dp.forward(&mut l.ws, &self.stats, frame, &p, &lane.policies[i]);
-                if p.direction == Direction::Transit
-                    && let Some((limiter, epoch)) = &self.redirect
-                    && let Verdict::Underlay { .. } = lane.verdicts[i]
-                    && let Some(ingress) = p.ingress
+                if let Some((limiter, epoch)) = &self.redirect
+                    && let Some(ingress) = l.dp.redirect_source(&p, &lane.verdicts[i])
                 {
                     let now = *now.get_or_insert_with(|| epoch.elapsed());
                     if limiter.allow(now, p.meta.src.into(), p.meta.dst.into()) {

@@ -259,6 +259,26 @@ impl Dataplane {
         self.endpoints_lookup(dst).or(self.cfg.nhs)
     }
 
+    /// The spoke a hub with redirect on tells to resolve the destination itself, for a
+    /// packet it forwarded with `verdict`: the ingress peer of a hairpinned packet, or — on a
+    /// regional hub — the peer owning the source of a packet the kernel routed from the TUN
+    /// up to the core hub (a spoke's traffic to another region crosses the regional hub's
+    /// routing table, since the dataplane leaves what no registration covers to the kernel).
+    /// Work bound: one LPM lookup, only for the second kind.
+    #[inline]
+    pub fn redirect_source(&self, p: &Inspected, verdict: &Verdict) -> Option<PeerId> {
+        let Verdict::Underlay { peer, .. } = *verdict else {
+            return None;
+        };
+        match p.direction {
+            Direction::Transit => p.ingress,
+            Direction::Outbound if self.cfg.role == Role::Hub && self.cfg.nhs == Some(peer) => {
+                self.endpoints_lookup(p.meta.src).filter(|s| *s != peer)
+            }
+            _ => None,
+        }
+    }
+
     /// Handles an inner packet read from the TUN at `frame[start..start + len]` with plain
     /// forwarding: [`Dataplane::inspect_tun`] then [`Dataplane::forward`] with no policy.
     ///

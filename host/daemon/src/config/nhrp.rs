@@ -1,7 +1,8 @@
 //! The `[nhrp]` table: dynamic endpoint discovery. On a hub it turns on the Next Hop Server
 //! (registrations from spokes build the endpoint table); on a spoke it lists the Next Hop
 //! Servers (`[[nhrp.nhs]]`) to register with, which become configured peers next to any
-//! `[[peer]]` entries.
+//! `[[peer]]` entries. A hub with `[[nhrp.nhs]]` is a regional hub: a client of those core
+//! hubs as well (hierarchical DMVPN).
 
 use std::net::IpAddr;
 use std::num::NonZeroU16;
@@ -23,17 +24,17 @@ pub struct NhrpConfig {
     pub holdtime: NonZeroU16,
     /// Cleartext authentication secret required in both directions.
     pub secret: Option<Vec<u8>>,
-    /// Spoke: site prefixes registered besides the tunnel addresses.
+    /// Spoke, regional hub: prefixes registered besides the tunnel addresses.
     pub register: Vec<Prefix>,
     /// Hub: underlay prefixes registrations may come from (empty: any).
     pub allowed_nbma: Vec<Prefix>,
     /// Hub: most registered prefixes per address family.
     pub max_entries: usize,
-    /// Spoke: the servers, in configuration order.
+    /// Spoke, regional hub: the servers, in configuration order.
     pub nhs: Vec<NhsEntry>,
-    /// Spoke: cap of the retransmission backoff.
+    /// Spoke, regional hub: cap of the retransmission backoff.
     pub retry_max: Duration,
-    /// Spoke: unanswered retransmissions after which a server counts as down.
+    /// Spoke, regional hub: unanswered retransmissions after which a server counts as down.
     pub failover_after: u32,
     /// Hub: send Traffic Indications (DMVPN phase 3 redirect) to spokes whose traffic it
     /// forwards to another spoke.
@@ -194,13 +195,6 @@ pub(super) fn validate(
         allowed_nbma.push(prefix);
     }
     if hub {
-        if let Some(n) = raw.nhs.first() {
-            return Err(err(
-                n.nbma.span(),
-                "nhrp.nhs",
-                "a hub registers with no NHS; [[nhrp.nhs]] belongs in a spoke's config".into(),
-            ));
-        }
         if *raw.shortcuts.get_ref() {
             return Err(err(
                 raw.shortcuts.span(),
@@ -208,11 +202,15 @@ pub(super) fn validate(
                 "shortcuts is a spoke setting (a hub uses `redirect`)".into(),
             ));
         }
-        if let Some(r) = raw.register.first() {
+        if let Some(r) = raw.register.first()
+            && raw.nhs.is_empty()
+        {
             return Err(err(
                 r.span(),
                 "nhrp.register",
-                "a hub registers nothing; `register` belongs in a spoke's config".into(),
+                "a hub registers its prefixes only with core hubs: add [[nhrp.nhs]] or remove \
+                 `register`"
+                    .into(),
             ));
         }
     } else {

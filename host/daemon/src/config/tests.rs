@@ -360,6 +360,23 @@ fn nhrp_hub_accepts_unknown_senders_and_sizes_peer_slots() {
 }
 
 #[test]
+fn nhrp_regional_hub_registers_with_its_core_hub() {
+    let c = parse(&format!(
+        "{}register = [\"203.0.113.0/25\"]\n\n[[nhrp.nhs]]\nname = \"core\"\nnbma = \"192.0.2.100\"\naddress = [\"198.51.100.100\"]\n",
+        NHRP_HUB
+    ))
+    .unwrap();
+    let n = c.nhrp.as_ref().unwrap();
+    assert_eq!(n.register[0].to_string(), "203.0.113.0/25");
+    assert_eq!(n.nhs.len(), 1);
+    // The core hub is a configured peer and the default route; spokes still get slots.
+    assert_eq!(c.dataplane.peers[0].name, "core");
+    assert_eq!(c.dataplane.nhs, Some(0));
+    assert_eq!(c.dataplane.peer_capacity, 101);
+    assert!(c.dataplane.open_nhrp.is_some());
+}
+
+#[test]
 fn nhrp_errors() {
     expect_err(
         &NHRP_SPOKE.replace(
@@ -407,7 +424,7 @@ fn nhrp_errors() {
         &NHRP_HUB.replace("max-entries = 100", "register = [\"203.0.113.0/26\"]"),
         17,
         "nhrp.register",
-        "a hub registers nothing",
+        "only with core hubs",
     );
     expect_err(
         &NHRP_HUB.replace("192.0.2.0/24\"]", "2001:db8::/32\"]"),

@@ -1,6 +1,9 @@
 //! The hub (NHS) half of the control thread: registrations and purges into the
 //! registration tables and dynamic peers, resolution requests answered or forwarded to the
-//! registered owner (DMVPN phase 3), and Traffic Indications for hairpinned traffic.
+//! registered owner (DMVPN phase 3), and Traffic Indications for hairpinned traffic. A
+//! regional hub is also a client of core hubs (hierarchical DMVPN): it registers its
+//! region's prefixes with them, routes what it has no registration for to the active one,
+//! and passes resolution requests it cannot answer up to it.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -17,6 +20,7 @@ use mgre_proto::wire::nhrp::{Body, NhrpRepr, Operation};
 use mgre_proto::{DataplaneConfig, PeerId};
 
 use super::peers::{DynamicPeers, underlay};
+use super::upstream::Upstream;
 use super::{ControlCounters, Ctx, Dest, Inbound, Outbox, family_matches, log_changes};
 
 /// What a hub keeps.
@@ -28,12 +32,15 @@ pub struct HubState {
     pub peers: DynamicPeers,
     /// Whether hairpinned traffic triggers Traffic Indications.
     pub redirect: bool,
+    /// Registrations with core hubs (none unless `[[nhrp.nhs]]` is configured).
+    pub upstream: Upstream,
 }
 
 impl HubState {
-    /// When the next entry expires.
+    /// When the next entry expires or a registration upstream is due.
     pub(super) fn next_deadline(&self) -> Option<Duration> {
-        self.servers.iter().filter_map(|s| s.poll_timeout()).min()
+        let servers = self.servers.iter().filter_map(|s| s.poll_timeout());
+        servers.chain(self.upstream.next_deadline()).min()
     }
 
     /// Handles one NHRP message, asking the policy plugins (`hooks`) about registrations
@@ -49,7 +56,16 @@ impl HubState {
         hooks: Option<&mut ControlHooks>,
         out: &mut Outbox,
     ) -> bool {
+        let from = m.from.ip();
         let op = match &repr.body {
+            Body::Entries {
+                op: Operation::RegistrationReply,
+                ..
+            } => return self.upstream.handle_reply(counters, now, from, repr),
+            Body::Entries {
+                op: Operation::PurgeReply,
+                ..
+            } => return false,
             Body::Entries { op, .. } => *op,
             Body::ErrorIndication { code, .. } => {
                 counters.error_indications += 1;
@@ -69,7 +85,6 @@ impl HubState {
             counters.unsupported += 1;
             return false;
         };
-        let from = m.from.ip();
         let dest = |to: IpAddr| {
             if to == from {
                 Dest::Reply(m.from, m.encap)
@@ -115,9 +130,23 @@ impl HubState {
                     out.push((server.negative_resolution_reply(repr), dest(to)));
                     return false;
                 }
-                let (message, to) = match server.handle_resolution_request(now, from, repr) {
+                let mut outcome = server.handle_resolution_request(now, from, repr);
+                // Not ours: up to the core hub, unless that is where it came from.
+                if let ResolutionOutcome::Unresolved = outcome
+                    && let Some(up) = self.upstream.active_for(server.config().protocol_address)
+                    && !self.upstream.is_nhs(from)
+                {
+                    outcome = server.forward_upstream(from, repr, up);
+                    if let ResolutionOutcome::Forward { .. } = outcome {
+                        counters.resolutions_upstream += 1;
+                        tracing::debug!(nhs = %up, dst = ?repr.dst_proto, "resolution passed upstream");
+                    }
+                }
+                let (message, to) = match outcome {
                     ResolutionOutcome::Forward { to, message } => {
-                        counters.resolutions_forwarded += 1;
+                        if !self.upstream.is_nhs(to) {
+                            counters.resolutions_forwarded += 1;
+                        }
                         (message, to)
                     }
                     ResolutionOutcome::Reply { to, message } => {
@@ -176,7 +205,8 @@ impl HubState {
         hooks: Option<&mut ControlHooks>,
         out: &mut Outbox,
     ) {
-        if !self.redirect {
+        // Traffic from a core hub is not redirected: the core hub redirects its own.
+        if !self.redirect || self.upstream.is_nhs_peer(ingress) {
             return;
         }
         let Some(peer) = ctx
@@ -217,9 +247,10 @@ impl HubState {
         out.push((message, Dest::Underlay(peer.nbma)));
     }
 
-    /// Expires entries whose holding time ran out; returns whether any went.
-    pub(super) fn poll(&mut self, ctx: &Ctx<'_>, now: Duration) -> bool {
-        let mut changed = false;
+    /// Expires entries whose holding time ran out and sends the registrations upstream
+    /// that are due; returns whether the endpoint table or the active core hub changed.
+    pub(super) fn poll(&mut self, ctx: &Ctx<'_>, now: Duration, out: &mut Outbox) -> bool {
+        let mut changed = self.upstream.poll(now, out);
         for s in &mut self.servers {
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 let changes: Vec<Change> = s
@@ -239,14 +270,24 @@ impl HubState {
         changed
     }
 
-    /// The dataplane: configured peers plus one per registered spoke, its prefixes mapped.
+    /// The dataplane: configured peers plus one per registered spoke, its prefixes mapped,
+    /// and the default route at the active core hub if any.
     pub(super) fn snapshot(&self, base: &DataplaneConfig) -> DataplaneConfig {
         let entries = self
             .servers
             .iter()
             .flat_map(|s| s.entries())
             .map(|r| (r.prefix, underlay(r)));
-        self.peers.snapshot(base, entries)
+        let mut cfg = self.peers.snapshot(base, entries);
+        if let Some(id) = self.upstream.active_peer() {
+            cfg.nhs = Some(id);
+        }
+        cfg
+    }
+
+    /// Stops: Purge Requests withdrawing the registrations with core hubs.
+    pub(super) fn shutdown(&mut self, out: &mut Outbox) {
+        self.upstream.shutdown(out);
     }
 }
 

@@ -13,6 +13,7 @@
 mod hub;
 mod peers;
 mod spoke;
+mod upstream;
 pub mod view;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -36,6 +37,7 @@ use crate::config::{Config, NhrpConfig};
 pub use hub::HubState;
 use peers::DynamicPeers;
 pub use spoke::SpokeState;
+pub use upstream::Upstream;
 
 /// Messages waiting for the control thread before workers start dropping them.
 pub const QUEUE: usize = 4096;
@@ -79,6 +81,16 @@ pub enum Node {
     Spoke(SpokeState),
 }
 
+impl Node {
+    /// The NHSs this node registers with (a regional hub's core hubs, a spoke's hubs).
+    pub fn upstream(&self) -> &Upstream {
+        match self {
+            Node::Hub(h) => &h.upstream,
+            Node::Spoke(s) => &s.upstream,
+        }
+    }
+}
+
 /// Control-path counters.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct ControlCounters {
@@ -104,6 +116,8 @@ pub struct ControlCounters {
     pub resolutions_answered: u64,
     /// Hub: Resolution Requests for unknown destinations (negative reply).
     pub resolutions_unresolved: u64,
+    /// Regional hub: Resolution Requests for unknown destinations passed up to the core hub.
+    pub resolutions_upstream: u64,
     /// Hub: Resolution Requests refused with an Error Indication.
     pub resolution_errors: u64,
     /// Redirects (hub) and resolutions (hub, spoke) a shortcut policy plugin denied.
@@ -249,6 +263,19 @@ impl Control {
             ..Peer::vacant()
         };
         let slots = base.peer_capacity.saturating_sub(base.peers.len());
+        let upstream = Upstream {
+            clients: if n.nhs.is_empty() {
+                Vec::new()
+            } else {
+                own.iter()
+                    .map(|&a| {
+                        RegistrationClient::new(client_config(cfg, n, a))
+                            .map_err(|e| anyhow::anyhow!("NHRP client configuration: {e}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            },
+            nhs_peers: n.nhs.iter().map(|s| (s.nbma, s.peer)).collect(),
+        };
         let node = match base.role {
             mgre_proto::Role::Hub => Node::Hub(HubState {
                 servers: own
@@ -266,15 +293,10 @@ impl Control {
                     .collect(),
                 peers: DynamicPeers::new(base.peers.len(), slots),
                 redirect: n.redirect,
+                upstream,
             }),
             mgre_proto::Role::Spoke => Node::Spoke(SpokeState::new(
-                own.iter()
-                    .map(|&a| {
-                        RegistrationClient::new(client_config(cfg, n, a))
-                            .map_err(|e| anyhow::anyhow!("NHRP client configuration: {e}"))
-                    })
-                    .collect::<anyhow::Result<_>>()?,
-                n.nhs.iter().map(|s| (s.nbma, s.peer)).collect(),
+                upstream,
                 if n.shortcuts {
                     own.iter()
                         .map(|&a| Resolver::new(resolver_config(cfg, n, a)))
@@ -421,7 +443,7 @@ impl Control {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let now = st.epoch.elapsed();
             self.dirty |= match &mut st.node {
-                Node::Hub(h) => h.poll(&ctx, now),
+                Node::Hub(h) => h.poll(&ctx, now, &mut out),
                 Node::Spoke(s) => s.poll(&ctx, now, &mut out),
             };
         }
@@ -458,26 +480,25 @@ impl Control {
         let mut st = self.lock();
         let cfg = match &st.node {
             Node::Hub(h) => h.snapshot(&self.base),
-            Node::Spoke(s) => {
-                let cfg = s.snapshot(&self.base);
-                if cfg.nhs != self.dp.load().config().nhs
-                    && let Some(id) = cfg.nhs
-                {
-                    tracing::info!(nhs = %cfg.peers[id as usize].name, "default NHS");
-                }
-                cfg
-            }
+            Node::Spoke(s) => s.snapshot(&self.base),
         };
+        if cfg.nhs != self.dp.load().config().nhs
+            && let Some(id) = cfg.nhs
+        {
+            tracing::info!(nhs = %cfg.peers[id as usize].name, "default NHS");
+        }
         st.counters.snapshots += 1;
         drop(st);
         self.dp.store(Arc::new(Dataplane::new(cfg)));
     }
 
-    /// A spoke withdraws its registrations and answers (Purge Requests, no reply wanted).
+    /// A spoke withdraws its registrations and answers, a regional hub its registrations
+    /// with core hubs (Purge Requests, no reply wanted).
     fn shutdown(&mut self) {
         let mut out = Outbox::new();
-        if let Node::Spoke(s) = &mut self.lock().node {
-            s.shutdown(&mut out);
+        match &mut self.lock().node {
+            Node::Spoke(s) => s.shutdown(&mut out),
+            Node::Hub(h) => h.shutdown(&mut out),
         }
         if !out.is_empty() {
             tracing::info!(
@@ -490,7 +511,7 @@ impl Control {
     }
 }
 
-/// The client configuration of a spoke for its overlay address `own`.
+/// The client configuration of a spoke (or regional hub) for its overlay address `own`.
 fn client_config(cfg: &Config, n: &NhrpConfig, own: IpAddr) -> ClientConfig {
     let nhs = n
         .nhs

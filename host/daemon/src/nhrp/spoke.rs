@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use mgre_plugin::{ControlHooks, ShortcutKind};
 
-use mgre_proto::nhrp::{RegistrationClient, ReplyOutcome, Resolver, ShortcutChange};
+use mgre_proto::nhrp::{Resolver, ShortcutChange};
 use mgre_proto::wire::nhrp::{Body, NhrpRepr, Operation};
 use mgre_proto::{DataplaneConfig, PeerId};
 
 use super::peers::DynamicPeers;
+use super::upstream::Upstream;
 use super::{ControlCounters, Ctx, Dest, Inbound, Outbox, family_matches};
 
 /// How often shortcut peers' counters are read to tell the resolvers what is in use.
@@ -22,10 +23,8 @@ const USAGE_CHECK: Duration = Duration::from_secs(1);
 /// What a spoke keeps.
 #[derive(Debug)]
 pub struct SpokeState {
-    /// IPv4 and/or IPv6 registration clients.
-    pub clients: Vec<RegistrationClient>,
-    /// Peer id of each NHS, by underlay address.
-    pub nhs_peers: Vec<(IpAddr, PeerId)>,
+    /// Registrations with the NHSs.
+    pub upstream: Upstream,
     /// IPv4 and/or IPv6 resolvers (empty with shortcuts off).
     pub resolvers: Vec<Resolver>,
     /// One peer per shortcut peer.
@@ -38,14 +37,12 @@ pub struct SpokeState {
 impl SpokeState {
     /// A spoke registering through `clients`, resolving through `resolvers`.
     pub(super) fn new(
-        clients: Vec<RegistrationClient>,
-        nhs_peers: Vec<(IpAddr, PeerId)>,
+        upstream: Upstream,
         resolvers: Vec<Resolver>,
         shortcuts: DynamicPeers,
     ) -> Self {
         SpokeState {
-            clients,
-            nhs_peers,
+            upstream,
             resolvers,
             shortcuts,
             last_tx: HashMap::new(),
@@ -55,10 +52,14 @@ impl SpokeState {
 
     /// When a timer is next due.
     pub(super) fn next_deadline(&self) -> Option<Duration> {
-        let clients = self.clients.iter().filter_map(|c| c.poll_timeout());
         let resolvers = self.resolvers.iter().filter_map(|r| r.poll_timeout());
         let usage = (self.shortcuts.len() > 0).then_some(self.next_usage_check);
-        clients.chain(resolvers).chain(usage).min()
+        self.upstream
+            .next_deadline()
+            .into_iter()
+            .chain(resolvers)
+            .chain(usage)
+            .min()
     }
 
     /// Handles one NHRP message (asking the policy plugins, `hooks`, before resolving a
@@ -82,7 +83,7 @@ impl SpokeState {
                 Dest::Underlay(to)
             }
         };
-        if !self.nhs_peers.iter().any(|(a, _)| *a == from) {
+        if !self.upstream.is_nhs(from) {
             self.shortcuts.seen(m.from, m.encap);
         }
         let resolver = self
@@ -98,27 +99,7 @@ impl SpokeState {
                 },
                 _,
             ) => {
-                let Some(client) = self
-                    .clients
-                    .iter_mut()
-                    .find(|c| family_matches(c.config().protocol_address, repr))
-                else {
-                    counters.unsupported += 1;
-                    return false;
-                };
-                let before = client.active();
-                match client.handle_reply(now, from, repr) {
-                    ReplyOutcome::Registered { holding_time } => {
-                        tracing::debug!(nhs = %from, holding_time, "registered with NHS")
-                    }
-                    ReplyOutcome::Nak { code } => {
-                        tracing::warn!(nhs = %from, code, "NHS refused the registration")
-                    }
-                    ReplyOutcome::Ignored(why) => {
-                        tracing::debug!(nhs = %from, ?why, "NHRP reply ignored")
-                    }
-                }
-                return client.active() != before;
+                return self.upstream.handle_reply(counters, now, from, repr);
             }
             (
                 Body::Entries {
@@ -202,16 +183,7 @@ impl SpokeState {
     /// shortcut expiry and refresh, and usage of shortcut peers. Returns whether the
     /// endpoint table changed.
     pub(super) fn poll(&mut self, ctx: &Ctx<'_>, now: Duration, out: &mut Outbox) -> bool {
-        let mut changed = false;
-        for c in &mut self.clients {
-            if c.poll_timeout().is_some_and(|t| t <= now) {
-                let before = c.active();
-                for t in c.poll(now) {
-                    out.push((t.message, Dest::Underlay(t.nhs)));
-                }
-                changed |= c.active() != before;
-            }
-        }
+        let changed = self.upstream.poll(now, out);
         if now >= self.next_usage_check {
             self.next_usage_check = now + USAGE_CHECK;
             for (addr, id) in self.shortcuts.live().collect::<Vec<_>>() {
@@ -265,10 +237,8 @@ impl SpokeState {
                 .iter()
                 .filter_map(|(p, a)| Some((*p, *configured.get(a)?))),
         );
-        if let Some(active) = self.clients.iter().find_map(RegistrationClient::active)
-            && let Some((_, id)) = self.nhs_peers.iter().find(|(a, _)| *a == active)
-        {
-            cfg.nhs = Some(*id);
+        if let Some(id) = self.upstream.active_peer() {
+            cfg.nhs = Some(id);
         }
         cfg
     }
@@ -276,11 +246,7 @@ impl SpokeState {
     /// Stops: Purge Requests for the registrations (to the NHSs) and for the answers given
     /// to other spokes (so they drop their shortcuts to this one).
     pub(super) fn shutdown(&mut self, out: &mut Outbox) {
-        for c in &mut self.clients {
-            for t in c.shutdown() {
-                out.push((t.message, Dest::Underlay(t.nhs)));
-            }
-        }
+        self.upstream.shutdown(out);
         for r in &mut self.resolvers {
             for o in r.shutdown() {
                 out.push((o.message, Dest::Underlay(o.to)));

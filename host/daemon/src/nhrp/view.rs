@@ -83,8 +83,7 @@ pub fn cache(st: &NhrpState, dp: &Dataplane, static_peers: usize) -> Value {
         .filter(|(_, id)| (*id as usize) < static_peers)
         .map(|(prefix, id)| {
             let p = &peers[*id as usize];
-            let nhs =
-                matches!(&st.node, Node::Spoke(sp) if sp.nhs_peers.iter().any(|(_, n)| n == id));
+            let nhs = st.node.upstream().is_nhs_peer(*id);
             CacheRow {
                 protocol: prefix.to_string(),
                 nbma: p.nbma.to_string(),
@@ -166,48 +165,47 @@ pub fn cache(st: &NhrpState, dp: &Dataplane, static_peers: usize) -> Value {
 
 /// `mgre show nhs` as JSON: role and one row per server and family.
 pub fn nhs(st: &NhrpState) -> Value {
-    let (role, rows): (&str, Vec<NhsRow>) = match &st.node {
-        Node::Hub(_) => ("hub", Vec::new()),
-        Node::Spoke(sp) => (
-            "spoke",
-            sp.clients
-                .iter()
-                .flat_map(|c| {
-                    let family = if c.config().protocol_address.is_ipv4() {
-                        "ipv4"
-                    } else {
-                        "ipv6"
-                    };
-                    c.statuses().map(move |s| (family, s))
-                })
-                .map(|(family, s)| {
-                    let (state, expires_in) = match s.state {
-                        NhsState::Idle => ("idle", None),
-                        NhsState::Registering { .. } => ("registering", None),
-                        NhsState::Registered { expires, .. } => {
-                            ("registered", Some(st.remaining(expires)))
-                        }
-                    };
-                    NhsRow {
-                        family,
-                        nbma: s.nbma.to_string(),
-                        priority: s.priority,
-                        state,
-                        active: s.active,
-                        expires_in,
-                        nat_nbma: s.nat_nbma.map(|a| a.to_string()),
-                        requests: s.counters.requests,
-                        retransmissions: s.counters.retransmissions,
-                        registrations: s.counters.registrations,
-                        naks: s.counters.naks,
-                        last_nak: s.counters.last_nak,
-                        lost: s.counters.lost,
-                        ignored: s.counters.ignored_replies,
-                    }
-                })
-                .collect(),
-        ),
+    let role = match &st.node {
+        Node::Hub(_) => "hub",
+        Node::Spoke(_) => "spoke",
     };
+    let rows: Vec<NhsRow> = st
+        .node
+        .upstream()
+        .clients
+        .iter()
+        .flat_map(|c| {
+            let family = if c.config().protocol_address.is_ipv4() {
+                "ipv4"
+            } else {
+                "ipv6"
+            };
+            c.statuses().map(move |s| (family, s))
+        })
+        .map(|(family, s)| {
+            let (state, expires_in) = match s.state {
+                NhsState::Idle => ("idle", None),
+                NhsState::Registering { .. } => ("registering", None),
+                NhsState::Registered { expires, .. } => ("registered", Some(st.remaining(expires))),
+            };
+            NhsRow {
+                family,
+                nbma: s.nbma.to_string(),
+                priority: s.priority,
+                state,
+                active: s.active,
+                expires_in,
+                nat_nbma: s.nat_nbma.map(|a| a.to_string()),
+                requests: s.counters.requests,
+                retransmissions: s.counters.retransmissions,
+                registrations: s.counters.registrations,
+                naks: s.counters.naks,
+                last_nak: s.counters.last_nak,
+                lost: s.counters.lost,
+                ignored: s.counters.ignored_replies,
+            }
+        })
+        .collect();
     json!({ "role": role, "servers": rows })
 }
 

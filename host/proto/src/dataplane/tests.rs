@@ -672,3 +672,79 @@ fn peers_out_of_the_multicast_map_get_no_copies() {
     let dp = Dataplane::new(cfg);
     assert_eq!(dp.multicast_peers(), &[1]);
 }
+
+/// A regional hub: the core hub (its NHS, peer 0) and one registered spoke (peer 1).
+fn regional_hub() -> Node {
+    Node::new(Dataplane::new(DataplaneConfig {
+        role: Role::Hub,
+        peers: vec![
+            peer("core", "192.0.2.100", None),
+            peer("spoke2", "192.0.2.12", None),
+        ],
+        map: vec![("203.0.113.64/26".parse().unwrap(), 1)],
+        nhs: Some(0),
+        local_v4: Some("198.51.100.11".parse().unwrap()),
+        local_v6: None,
+        underlay_mtu: 1500,
+        tun_mtu: 1476,
+        mss_clamp: None,
+        open_nhrp: None,
+        peer_capacity: 0,
+    }))
+}
+
+/// The redirect source of `pkt` read from the TUN (`from` = None) or received from `from`.
+fn redirect_source(n: &mut Node, pkt: &[u8], from: Option<&str>) -> Option<PeerId> {
+    let mut f = framed(pkt);
+    let step = match from {
+        None => n.dp.inspect_tun(&n.st, &f, HEADROOM, pkt.len()),
+        Some(src) => n.dp.inspect_underlay(
+            &mut n.ws,
+            &n.st,
+            &f,
+            HEADROOM,
+            pkt.len(),
+            src.parse().unwrap(),
+            false,
+        ),
+    };
+    let Step::Decide(p) = step else {
+        panic!("not forwarded: {step:?}");
+    };
+    let v = n.dp.forward(&mut n.ws, &n.st, &mut f, &p, &Policy::DEFAULT);
+    n.dp.redirect_source(&p, &v)
+}
+
+#[test]
+fn redirect_source_is_the_hairpinning_spoke_or_the_spoke_behind_a_regional_hubs_upstream_traffic() {
+    // A plain hub: the spoke a packet came from when it goes out to another spoke.
+    let mut h = hub();
+    let g = gre(plain(gre::PROTO_IPV4, None), &echo(LAN1, LAN2, 84));
+    assert_eq!(redirect_source(&mut h, &g, Some("192.0.2.11")), Some(0));
+    // Its own traffic to a spoke is no hairpin.
+    assert_eq!(
+        redirect_source(&mut h, &echo(HUB_LAN, LAN2, 84), None),
+        None
+    );
+
+    let mut r = regional_hub();
+    // A spoke's packet for another region: no registration covers it, so the dataplane
+    // hands it to the kernel (which routes it back into the tunnel)...
+    let g = gre(plain(gre::PROTO_IPV4, None), &echo(LAN2, LAN3, 84));
+    assert_eq!(redirect_source(&mut r, &g, Some("192.0.2.12")), None);
+    // ... and when it comes back from the TUN towards the core hub, its source names the
+    // spoke to redirect.
+    assert_eq!(
+        redirect_source(&mut r, &echo(LAN2, LAN3, 84), None),
+        Some(1)
+    );
+    // The regional hub's own LAN going upstream: nobody to redirect.
+    assert_eq!(
+        redirect_source(&mut r, &echo(HUB_LAN, LAN3, 84), None),
+        None
+    );
+    // Traffic from the core hub to a spoke hairpins with the core hub as its source (the
+    // control path does not redirect core hubs).
+    let g = gre(plain(gre::PROTO_IPV4, None), &echo(LAN3, LAN2, 84));
+    assert_eq!(redirect_source(&mut r, &g, Some("192.0.2.100")), Some(0));
+}

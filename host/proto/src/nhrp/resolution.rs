@@ -86,7 +86,8 @@ pub enum ResolutionOutcome {
         message: NhrpRepr,
     },
     /// No registration covers the destination. The caller forwards the request to its own
-    /// upstream NHS with [`forward_resolution`] (a regional hub in a hierarchy) or answers
+    /// upstream NHS with [`RegistrationServer::forward_upstream`] (a regional hub in a
+    /// hierarchy) or answers
     /// with [`RegistrationServer::negative_resolution_reply`] sent to [`requester_address`].
     Unresolved,
     /// The message is not a Resolution Request this server can handle: another type, no
@@ -196,6 +197,31 @@ impl RegistrationServer {
             protocol: config.protocol_address,
             holding_time: config.max_holding_time.get(),
             secret: config.secret.as_deref(),
+        }
+    }
+
+    /// A request [`Self::handle_resolution_request`] left [`ResolutionOutcome::Unresolved`],
+    /// passed on to this server's own NHS at underlay address `upstream` (a regional hub
+    /// asking its core hub, hierarchical DMVPN): [`ResolutionOutcome::Forward`] with this
+    /// server in the Forward Transit NHS Record, or [`ResolutionOutcome::Error`] back to
+    /// `src_nbma` when the hop count ran out or the request already passed `upstream` or
+    /// this server (a loop).
+    pub fn forward_upstream(
+        &self,
+        src_nbma: IpAddr,
+        req: &NhrpRepr,
+        upstream: IpAddr,
+    ) -> ResolutionOutcome {
+        let transit = self.transit();
+        match forward_resolution(req, &transit, upstream) {
+            Ok(message) => ResolutionOutcome::Forward {
+                to: upstream,
+                message,
+            },
+            Err(e) => ResolutionOutcome::Error {
+                to: src_nbma,
+                message: error_indication(req, &transit, e.error_code()),
+            },
         }
     }
 

@@ -328,6 +328,42 @@ fn hop_count_zero_and_loops_are_not_forwarded() {
 }
 
 #[test]
+fn an_unresolved_request_goes_upstream_and_one_coming_back_is_a_loop() {
+    const CORE: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2));
+    let server = hub(Some(&b"dmvpn"[..]));
+    let req = resolution_request(B_PROTO, Some(&b"dmvpn"[..]));
+    assert!(matches!(
+        server.handle_resolution_request(secs(1), A_NBMA, &req),
+        ResolutionOutcome::Unresolved
+    ));
+    let ResolutionOutcome::Forward { to, message } = server.forward_upstream(A_NBMA, &req, CORE)
+    else {
+        panic!("not forwarded upstream");
+    };
+    assert_eq!(to, CORE);
+    assert_eq!(forward_transit(&message), [HUB_NBMA]);
+    assert_eq!(message.hop_count, req.hop_count - 1);
+    assert!(auth::verify(&message.extensions, b"dmvpn"));
+    // The core hub sent it back down (it names the core already): a loop, reported to the
+    // sender with an Error Indication.
+    let mut looped = req.clone();
+    for e in &mut looped.extensions {
+        if let ExtensionBody::ForwardTransit(c) = &mut e.body {
+            let mut transit = cie(Some(HUB_PROTO), 32);
+            transit.nbma = Some(CORE);
+            c.push(transit);
+        }
+    }
+    let out = server.forward_upstream(CORE, &looped, CORE);
+    assert_eq!(error_code_of(&out), Some(error_code::LOOP_DETECTED));
+    assert!(matches!(out, ResolutionOutcome::Error { to: CORE, .. }));
+    let mut spent = req;
+    spent.hop_count = 0;
+    let out = server.forward_upstream(A_NBMA, &spent, CORE);
+    assert_eq!(error_code_of(&out), Some(error_code::HOP_COUNT_EXCEEDED));
+}
+
+#[test]
 fn forwarding_records_every_transit_server_in_order_and_adds_the_record_if_missing() {
     let regional = TransitNhs {
         nbma: ip(198, 51, 100, 2),
