@@ -16,6 +16,7 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v sysctl >/dev/null || need+=(procps)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v nft >/dev/null || need+=(nftables)
+command -v smcrouted >/dev/null || need+=(smcroute)
 if ((${#need[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

@@ -18,6 +18,7 @@
 //!   fixture guests (once per process, serialised across processes); [`PluginEntry`] is a
 //!   site's `[[plugin]]` config ([`TopologyBuilder::plugin`]); [`Daemon::plugins`] reads
 //!   `mgre show plugins --json` and [`plugin_status`] picks one plugin out of it.
+//! - Multicast routing in a router namespace: [`Smcroute`] runs `smcrouted` there.
 //!
 //! What it must not do: touch the host's own namespace (every device is created inside a
 //! namespace the harness made, via `ip -n`), use addresses outside the documentation ranges
@@ -31,6 +32,7 @@
 
 mod cmd;
 mod daemon;
+mod mroute;
 mod names;
 mod netns;
 mod observe;
@@ -45,6 +47,7 @@ pub use cmd::{run, run_ok, wait_until};
 pub use daemon::{
     Daemon, PLUGIN_POLL, READY_TIMEOUT, STOP_TIMEOUT, counter, mgre_bin, mgre_check, scrape,
 };
+pub use mroute::{MROUTE_READY_TIMEOUT, Smcroute};
 pub use names::{MAX_NETNS_NAME, MAX_TAG, Namer, TempDir};
 pub use netns::{Netns, join, netns_list};
 pub use observe::{GRE_UDP_PORT, MAX_CAPTURED, Observation, SETTLE, Tap, observe};
@@ -59,7 +62,8 @@ pub use topology::{
 };
 pub use traffic::{
     CAPTURE_TIMEOUT, Digest, PacketSocket, TRANSFER_DEADLINE, multicast_received,
-    multicast_receiver, multicast_send, ping, send_raw_gre, send_udp, syn_mss, tcp_transfer,
+    multicast_receiver, multicast_send, multicast_send_hops, ping, send_raw_gre, send_udp, syn_mss,
+    tcp_transfer,
 };
 pub use wasm::{
     FIXTURES, PLUGIN_PACKAGES, fixture_wasm, plugin_wasm, target_dir, with_custom_section,

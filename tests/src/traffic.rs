@@ -386,33 +386,7 @@ pub fn multicast_send(
     tag: &str,
     count: usize,
 ) -> Result<()> {
-    let (iface, tag) = (iface.to_owned(), tag.to_owned());
-    ns.run(move || {
-        let domain = if group.is_ipv4() {
-            Domain::IPV4
-        } else {
-            Domain::IPV6
-        };
-        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-        s.bind_device(Some(iface.as_bytes()))?;
-        // No local loopback copy: a receiver in the sender's namespace sees only what
-        // comes back over the tunnel.
-        if group.is_ipv4() {
-            s.set_multicast_ttl_v4(1)?;
-            s.set_multicast_loop_v4(false)?;
-        } else {
-            s.set_multicast_if_v6(if_index(&iface)?)?;
-            s.set_multicast_hops_v6(1)?;
-            s.set_multicast_loop_v6(false)?;
-        }
-        let dst: SockAddr = SocketAddr::new(group, port).into();
-        for n in 0..count {
-            s.send_to(format!("{tag}-{n}").as_bytes(), &dst)
-                .with_context(|| format!("sending to {group} on {iface}"))?;
-            thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
-    })
+    multicast_send_hops(ns, group, port, iface, tag, count, 1)
 }
 
 /// Datagrams starting with `tag` that `socket` receives within `wait`.
@@ -438,4 +412,44 @@ fn if_index(name: &str) -> Result<u32> {
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
     ensure!(index != 0, "no interface {name}");
     Ok(index)
+}
+
+/// Like [`multicast_send`], with TTL / hop limit `hops`: more than 1 lets multicast
+/// routers forward the datagrams beyond the sender's link.
+pub fn multicast_send_hops(
+    ns: &Netns,
+    group: IpAddr,
+    port: u16,
+    iface: &str,
+    tag: &str,
+    count: usize,
+    hops: u32,
+) -> Result<()> {
+    let (iface, tag) = (iface.to_owned(), tag.to_owned());
+    ns.run(move || {
+        let domain = if group.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        s.bind_device(Some(iface.as_bytes()))?;
+        // No local loopback copy: a receiver in the sender's namespace sees only what
+        // comes back over the tunnel.
+        if group.is_ipv4() {
+            s.set_multicast_ttl_v4(hops)?;
+            s.set_multicast_loop_v4(false)?;
+        } else {
+            s.set_multicast_if_v6(if_index(&iface)?)?;
+            s.set_multicast_hops_v6(hops)?;
+            s.set_multicast_loop_v6(false)?;
+        }
+        let dst: SockAddr = SocketAddr::new(group, port).into();
+        for n in 0..count {
+            s.send_to(format!("{tag}-{n}").as_bytes(), &dst)
+                .with_context(|| format!("sending to {group} on {iface}"))?;
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    })
 }
