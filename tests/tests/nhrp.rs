@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use mgre_e2e::{Encap, NhrpOptions, Site, Topology, counter, ping, tcp_transfer, wait_until};
+use mgre_proto::wire::nhrp::NhrpRepr;
 use serde_json::Value;
 
 /// How long registration may take (first request at start-up, retransmission after 1 s).
@@ -839,6 +840,110 @@ fn a_regional_hub_registers_its_region_with_the_core_hub_and_spokes_shortcut_acr
     ensure!(
         gone,
         "the regional hub's purge did not reach the core hub\n{}",
+        topo.logs()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_message_with_an_unknown_compulsory_extension_gets_an_error_indication() -> Result<()> {
+    use mgre_proto::wire::nhrp::{Body, Cie, Extension, ExtensionBody, Family, Operation};
+    let mut topo = Topology::builder("nhext")
+        .spokes(1)
+        .nhrp(NhrpOptions {
+            shortcuts: true,
+            ..NhrpOptions::default()
+        })
+        .build()?;
+    topo.start()?;
+    wait_registered(&topo, topo.spoke(1))?;
+    let (hub, spoke) = (topo.hub(), topo.spoke(1));
+    // A Resolution Request for the spoke's LAN, as its NHS would forward it, but carrying a
+    // compulsory extension of a type nobody defined (RFC 2332 §5.3): the spoke must not
+    // answer it and must tell the sender with an Error Indication.
+    let request = |extensions: Vec<Extension>| -> Result<Vec<u8>> {
+        let repr = NhrpRepr {
+            nbma: Family::Ipv4,
+            protocol: Family::Ipv4,
+            snap: [0; 5],
+            hop_count: 16,
+            src_nbma: Some(hub.addrs.nbma.into()),
+            src_nbma_subaddress: Vec::new(),
+            src_proto: Some(hub.addrs.tunnel_v4.into()),
+            dst_proto: Some(spoke.addrs.host_v4.into()),
+            body: Body::Entries {
+                op: Operation::ResolutionRequest,
+                flags: 0,
+                request_id: 77,
+                cies: vec![Cie {
+                    code: 0,
+                    prefix_len: 0,
+                    mtu: 0,
+                    holding_time: 30,
+                    preference: 0,
+                    nbma: None,
+                    nbma_subaddress: Vec::new(),
+                    proto: None,
+                }],
+            },
+            extensions,
+        };
+        // GRE header: no flags, protocol NHRP (0x2001).
+        let mut bytes = vec![0, 0, 0x20, 0x01];
+        repr.emit(&mut bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(bytes)
+    };
+    let unknown = Extension {
+        compulsory: true,
+        body: ExtensionBody::Unknown {
+            kind: 0x0123,
+            data: vec![1, 2, 3, 4],
+        },
+    };
+    let counters = |site: &Site| -> Result<Value> { Ok(site.daemon().nhrp()?["counters"].clone()) };
+    let hub_errors = counters(hub)?["error_indications"].as_u64().unwrap_or(0);
+    mgre_e2e::send_raw_gre(
+        &hub.router,
+        spoke.addrs.nbma.into(),
+        &[request(vec![unknown])?],
+    )?;
+    let mut c = Value::Null;
+    let refused = wait_until(Duration::from_secs(5), POLL, || {
+        c = counters(spoke)?;
+        Ok(c["unrecognized_extensions"] == 1)
+    })?;
+    ensure!(
+        refused,
+        "the spoke did not refuse the request: {c}\n{}",
+        topo.logs()
+    );
+    ensure!(
+        c["resolution_requests_answered"] == 0,
+        "the spoke answered a request it must not act on: {c}"
+    );
+    let indicated = wait_until(Duration::from_secs(5), POLL, || {
+        Ok(counters(hub)?["error_indications"].as_u64().unwrap_or(0) > hub_errors)
+    })?;
+    ensure!(
+        indicated,
+        "no Error Indication reached the hub\n{}",
+        topo.logs()
+    );
+
+    // The same request without the extension is answered (so the refusal was the
+    // extension's doing).
+    mgre_e2e::send_raw_gre(
+        &hub.router,
+        spoke.addrs.nbma.into(),
+        &[request(Vec::new())?],
+    )?;
+    let answered = wait_until(Duration::from_secs(5), POLL, || {
+        c = counters(spoke)?;
+        Ok(c["resolution_requests_answered"] == 1)
+    })?;
+    ensure!(
+        answered,
+        "the plain request was not answered: {c}\n{}",
         topo.logs()
     );
     Ok(())

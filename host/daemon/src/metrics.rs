@@ -209,6 +209,7 @@ fn encode_nhrp(
     for (kind, v) in [
         ("received", c.received),
         ("malformed", c.malformed),
+        ("unrecognized-extension", c.unrecognized_extensions),
         ("unsupported", c.unsupported),
         ("sent", c.sent),
         ("send-error", c.send_errors),

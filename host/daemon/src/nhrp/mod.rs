@@ -27,7 +27,7 @@ use mgre_io::GreSocket;
 use mgre_plugin::{ControlHooks, PluginManager};
 use mgre_proto::nhrp::{
     ClientConfig, NhsConfig, RegistrationClient, RegistrationServer, Resolver, ResolverConfig,
-    ServerConfig,
+    ServerConfig, errors,
 };
 use mgre_proto::wire::gre::{self, GreRepr};
 use mgre_proto::wire::nhrp::NhrpRepr;
@@ -98,6 +98,9 @@ pub struct ControlCounters {
     pub received: u64,
     /// Messages that did not parse (bad checksum, truncated, …).
     pub malformed: u64,
+    /// Messages not acted on because they carry a compulsory extension of an unknown type
+    /// (each answered with an Error Indication, code 1).
+    pub unrecognized_extensions: u64,
     /// Well-formed messages of a type this node does not act on.
     pub unsupported: u64,
     /// Error Indications received.
@@ -225,6 +228,10 @@ pub struct Control {
     dirty: bool,
     /// The policy plugins' NHRP hooks (own instances, following hot reloads).
     hooks: Option<(Arc<PluginManager>, ControlHooks)>,
+    /// This node's underlay address and tunnel addresses (one per family), the source of its
+    /// Error Indications.
+    nbma: IpAddr,
+    own: Vec<IpAddr>,
 }
 
 impl Control {
@@ -338,6 +345,8 @@ impl Control {
                 let hooks = ControlHooks::new(m.current());
                 (m, hooks)
             }),
+            nbma: cfg.nbma,
+            own,
         };
         Ok((control, state))
     }
@@ -414,14 +423,40 @@ impl Control {
                     }
                     Ok(repr) => {
                         st.counters.received += 1;
-                        self.dirty |= match &mut st.node {
-                            Node::Hub(h) => {
-                                h.handle(&mut st.counters, &ctx, now, &m, &repr, hooks, &mut out)
-                            }
-                            Node::Spoke(s) => {
-                                s.handle(&mut st.counters, &ctx, now, &m, &repr, hooks, &mut out)
-                            }
-                        };
+                        // RFC 2332 §5.3: a message with a compulsory extension this node
+                        // does not know is not acted on; its sender learns why.
+                        let own = self.own.iter().find(|a| family_matches(**a, &repr));
+                        if let Some(indication) = own.and_then(|&own| {
+                            errors::check_compulsory(&repr, &m.message, self.nbma, own)
+                        }) {
+                            st.counters.unrecognized_extensions += 1;
+                            tracing::debug!(
+                                from = %m.from, op = repr.op_type(),
+                                "NHRP message with an unknown compulsory extension refused"
+                            );
+                            out.push((indication, Dest::Reply(m.from, m.encap)));
+                        } else {
+                            self.dirty |= match &mut st.node {
+                                Node::Hub(h) => h.handle(
+                                    &mut st.counters,
+                                    &ctx,
+                                    now,
+                                    &m,
+                                    &repr,
+                                    hooks,
+                                    &mut out,
+                                ),
+                                Node::Spoke(s) => s.handle(
+                                    &mut st.counters,
+                                    &ctx,
+                                    now,
+                                    &m,
+                                    &repr,
+                                    hooks,
+                                    &mut out,
+                                ),
+                            };
+                        }
                     }
                 },
             }
