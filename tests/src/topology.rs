@@ -216,6 +216,8 @@ pub struct TopologyBuilder {
     backup_hub: bool,
     /// Regional hubs (spoke numbers) and the spokes registering with each (NHRP only).
     regions: Vec<(usize, Vec<usize>)>,
+    /// Sites whose `tunnel.key` differs from the topology's.
+    tunnel_keys: Vec<(SiteId, u32)>,
 }
 
 impl TopologyBuilder {
@@ -334,6 +336,12 @@ impl TopologyBuilder {
         self
     }
 
+    /// Gives site `id` its own `tunnel.key` (with NHRP: puts it in another NBMA network).
+    pub fn tunnel_key(mut self, id: SiteId, key: u32) -> Self {
+        self.tunnel_keys.push((id, key));
+        self
+    }
+
     /// The addresses of site `id` in this topology (a spoke behind NAT has its private
     /// underlay address).
     pub fn addrs(&self, id: SiteId) -> SiteAddrs {
@@ -408,7 +416,13 @@ impl TopologyBuilder {
             ])
         ));
         line(format!("nbma = {}", quote(&me.nbma.to_string())));
-        if let Some(key) = self.key {
+        let key = self
+            .tunnel_keys
+            .iter()
+            .find(|(site, _)| *site == id)
+            .map(|(_, k)| *k)
+            .or(self.key);
+        if let Some(key) = key {
             line(format!("key = {key}"));
         }
         if let Some(on) = self.checksum {
@@ -561,6 +575,7 @@ impl Topology {
             behind_nat: Vec::new(),
             backup_hub: false,
             regions: Vec::new(),
+            tunnel_keys: Vec::new(),
         }
     }
 

@@ -948,3 +948,50 @@ fn a_message_with_an_unknown_compulsory_extension_gets_an_error_indication() -> 
     );
     Ok(())
 }
+
+#[test]
+fn a_spoke_of_another_nhrp_network_cannot_register() -> Result<()> {
+    // The hub and spoke1 are NHRP network 42 (their tunnel key); spoke2 is configured for
+    // network 7 with the same hub as its NHS.
+    let mut topo = Topology::builder("nhnet")
+        .spokes(2)
+        .key(42)
+        .tunnel_key(mgre_e2e::SiteId::Spoke(2), 7)
+        .nhrp(NhrpOptions::default())
+        .build()?;
+    topo.start()?;
+    wait_registered(&topo, topo.spoke(1))?;
+    let hub = topo.hub();
+    let spoke2 = topo.spoke(2);
+    let mut nhs = Value::Null;
+    let retrying = wait_until(Duration::from_secs(10), POLL, || {
+        nhs = spoke2.daemon().nhs()?;
+        Ok(nhs["servers"].as_array().is_some_and(|s| {
+            s.iter()
+                .all(|s| s["state"] == "registering" && s["retransmissions"].as_u64() >= Some(1))
+        }))
+    })?;
+    ensure!(
+        retrying,
+        "spoke2 should keep retrying: {nhs}\n{}",
+        topo.logs()
+    );
+    ensure!(
+        registered_for(hub, &spoke2.addrs.nbma.to_string())?.is_empty(),
+        "the hub registered a spoke of another network"
+    );
+    // Its registrations never reached the hub's NHRP state: dropped and counted as from an
+    // unknown peer.
+    let stats = hub.daemon().stats()?;
+    ensure!(
+        counter(&stats, "/drops/unknown-peer")? >= 2,
+        "the other network's registrations were not counted: {stats}"
+    );
+    let v = hub.daemon().nhrp()?;
+    ensure!(v["network_id"] == 1, "network-id not shown: {v}");
+    ensure!(
+        !ping(&spoke2.host, topo.spoke(1).addrs.host_v4.into(), 2),
+        "a spoke of another network reaches this one"
+    );
+    Ok(())
+}

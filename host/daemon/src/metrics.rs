@@ -200,6 +200,22 @@ fn encode_nhrp(
     st: &crate::nhrp::NhrpState,
 ) -> Result<(), std::fmt::Error> {
     let c = &st.counters;
+    let role = match st.node {
+        crate::nhrp::Node::Hub(_) => "hub",
+        crate::nhrp::Node::Spoke(_) => "spoke",
+    };
+    let network_id = st.network_id.to_string();
+    let mut fam = enc.encode_descriptor(
+        "nhrp_info",
+        "NHRP role and network-id of the tunnel (always 1)",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(1).encode(fam.encode_family(&[
+        ("tunnel", tun),
+        ("role", role),
+        ("network_id", network_id.as_str()),
+    ])?)?;
     let mut fam = enc.encode_descriptor(
         "nhrp_messages",
         "NHRP messages handled by the control path, by outcome",

@@ -89,8 +89,9 @@ fn print_nhrp(v: &Value) {
     if let Some(c) = v["counters"].as_object() {
         let line: Vec<String> = c.iter().map(|(k, n)| format!("{k}={n}")).collect();
         println!(
-            "\n{} counters: {}",
+            "\n{} (network-id {}) counters: {}",
             v["role"].as_str().unwrap_or("?"),
+            v["network_id"],
             line.join(" ")
         );
     }

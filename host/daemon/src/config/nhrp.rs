@@ -20,6 +20,11 @@ const MAX_SECRET: usize = 64;
 /// Validated NHRP settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NhrpConfig {
+    /// The NBMA network (NHRP domain) this tunnel belongs to: a local identifier as FRR's
+    /// and Cisco's `network-id`, never sent. On the wire the network is the tunnel's GRE
+    /// key: NHRP carrying another key is another network's and never reaches this node's
+    /// NHRP state.
+    pub network_id: u32,
     /// Spoke: holding time asked for; hub: the most granted. Seconds.
     pub holdtime: NonZeroU16,
     /// Cleartext authentication secret required in both directions.
@@ -66,6 +71,8 @@ pub struct NhsEntry {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawNhrp {
+    #[serde(default = "default_network_id")]
+    network_id: Spanned<u32>,
     #[serde(default = "default_holdtime")]
     holdtime: Spanned<u16>,
     secret: Option<Spanned<String>>,
@@ -115,6 +122,9 @@ impl RawNhs {
     }
 }
 
+fn default_network_id() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
 fn default_holdtime() -> Spanned<u16> {
     Spanned::new(0..0, 7200)
 }
@@ -246,6 +256,13 @@ pub(super) fn validate(
             ));
         }
     }
+    if *raw.network_id.get_ref() == 0 {
+        return Err(err(
+            raw.network_id.span(),
+            "nhrp.network-id",
+            "network-id must be 1 to 4294967295".into(),
+        ));
+    }
     if raw.max_shortcuts == 0 {
         return Err(err(
             raw.holdtime.span(),
@@ -281,6 +298,7 @@ pub(super) fn validate(
         })
         .collect();
     Ok(NhrpConfig {
+        network_id: *raw.network_id.get_ref(),
         holdtime,
         secret,
         register: raw.register.iter().map(|p| p.get_ref().0).collect(),

@@ -356,7 +356,11 @@ fn nhrp_hub_accepts_unknown_senders_and_sizes_peer_slots() {
         c.udp_needed,
         "a hub listens for GRE-in-UDP registrations too"
     );
-    assert_eq!(c.nhrp.unwrap().allowed_nbma[0].to_string(), "192.0.2.0/24");
+    let n = c.nhrp.unwrap();
+    assert_eq!(n.allowed_nbma[0].to_string(), "192.0.2.0/24");
+    assert_eq!(n.network_id, 1, "default network-id");
+    let c = parse(&NHRP_HUB.replace("[nhrp]\n", "[nhrp]\nnetwork-id = 4000000000\n")).unwrap();
+    assert_eq!(c.nhrp.unwrap().network_id, 4_000_000_000);
 }
 
 #[test]
@@ -425,6 +429,12 @@ fn nhrp_errors() {
         17,
         "nhrp.register",
         "only with core hubs",
+    );
+    expect_err(
+        &NHRP_HUB.replace("[nhrp]\n", "[nhrp]\nnetwork-id = 0\n"),
+        15,
+        "nhrp.network-id",
+        "1 to 4294967295",
     );
     expect_err(
         &NHRP_HUB.replace("192.0.2.0/24\"]", "2001:db8::/32\"]"),

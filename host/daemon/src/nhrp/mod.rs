@@ -134,6 +134,8 @@ pub struct NhrpState {
     pub node: Node,
     /// Counters.
     pub counters: ControlCounters,
+    /// The configured `network-id` (local only).
+    pub network_id: u32,
     /// Time zero of the state machines' clocks.
     pub epoch: Instant,
 }
@@ -317,6 +319,7 @@ impl Control {
         let state = Arc::new(Mutex::new(NhrpState {
             node,
             counters: ControlCounters::default(),
+            network_id: n.network_id,
             epoch: Instant::now(),
         }));
         let header = GreRepr {

@@ -160,7 +160,12 @@ pub fn cache(st: &NhrpState, dp: &Dataplane, static_peers: usize) -> Value {
     if let Value::Object(c) = json!(st.counters) {
         counters.extend(c);
     }
-    json!({ "role": role, "entries": rows, "counters": counters })
+    json!({
+        "role": role,
+        "network_id": st.network_id,
+        "entries": rows,
+        "counters": counters
+    })
 }
 
 /// `mgre show nhs` as JSON: role and one row per server and family.
