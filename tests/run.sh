@@ -17,6 +17,7 @@ command -v sysctl >/dev/null || need+=(procps)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v nft >/dev/null || need+=(nftables)
 command -v smcrouted >/dev/null || need+=(smcroute)
+command -v tshark >/dev/null || need+=(tshark)
 if ((${#need[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

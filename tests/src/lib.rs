@@ -11,7 +11,8 @@
 //! - [`Daemon`]: one `mgre run` process; [`Daemon::stats`] and [`Daemon::peers`] read
 //!   `mgre show … --json`.
 //! - Traffic: [`ping`], [`tcp_transfer`], [`send_raw_gre`], [`send_udp`], [`syn_mss`];
-//!   an interface capture in both directions, [`PacketSocket`];
+//!   an interface capture in both directions, [`PacketSocket`], and one saved as a pcap
+//!   file for tshark, [`Capture`];
 //!   packet builders and parsers in [`packet`]; a sequence-numbered constant-rate UDP
 //!   stream, [`udp_stream`]; TOS/DSCP observers on the tunnel or a LAN, [`observe`].
 //! - Plugins: [`plugin_wasm`] and [`fixture_wasm`] build the example plugins and the hostile
@@ -37,6 +38,7 @@ mod names;
 mod netns;
 mod observe;
 pub mod packet;
+mod pcap;
 mod plugins;
 mod stream;
 mod topology;
@@ -51,6 +53,7 @@ pub use mroute::{MROUTE_READY_TIMEOUT, Smcroute};
 pub use names::{MAX_NETNS_NAME, MAX_TAG, Namer, TempDir};
 pub use netns::{Netns, join, netns_list};
 pub use observe::{GRE_UDP_PORT, MAX_CAPTURED, Observation, SETTLE, Tap, observe};
+pub use pcap::Capture;
 pub use plugins::{
     Failure, PluginEntry, plugin_counter, plugin_number, plugin_status, plugins_section,
 };
