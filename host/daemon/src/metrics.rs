@@ -200,10 +200,7 @@ fn encode_nhrp(
     st: &crate::nhrp::NhrpState,
 ) -> Result<(), std::fmt::Error> {
     let c = &st.counters;
-    let role = match st.node {
-        crate::nhrp::Node::Hub(_) => "hub",
-        crate::nhrp::Node::Spoke(_) => "spoke",
-    };
+    let role = st.node.role();
     let network_id = st.network_id.to_string();
     let mut fam = enc.encode_descriptor(
         "nhrp_info",
@@ -330,16 +327,8 @@ fn encode_nhrp(
     let statuses: Vec<_> = st
         .node
         .upstream()
-        .clients
-        .iter()
-        .flat_map(|c| {
-            let fam = if c.config().protocol_address.is_ipv4() {
-                "ipv4"
-            } else {
-                "ipv6"
-            };
-            c.statuses().map(move |s| (fam, s.nbma.to_string(), s))
-        })
+        .statuses()
+        .map(|(family, s)| (family, s.nbma.to_string(), s))
         .collect();
     let mut fam = enc.encode_descriptor(
         "nhrp_nhs_registered",

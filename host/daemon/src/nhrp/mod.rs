@@ -82,6 +82,14 @@ pub enum Node {
 }
 
 impl Node {
+    /// "hub" or "spoke", as `show` and metrics name the role.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Node::Hub(_) => "hub",
+            Node::Spoke(_) => "spoke",
+        }
+    }
+
     /// The NHSs this node registers with (a regional hub's core hubs, a spoke's hubs).
     pub fn upstream(&self) -> &Upstream {
         match self {

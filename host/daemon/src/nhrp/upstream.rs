@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use mgre_proto::PeerId;
-use mgre_proto::nhrp::{RegistrationClient, ReplyOutcome};
+use mgre_proto::nhrp::{NhsStatus, RegistrationClient, ReplyOutcome};
 use mgre_proto::wire::nhrp::NhrpRepr;
 
 use super::{ControlCounters, Dest, Outbox, family_matches};
@@ -25,6 +25,18 @@ impl Upstream {
     /// When a registration timer is next due.
     pub(super) fn next_deadline(&self) -> Option<Duration> {
         self.clients.iter().filter_map(|c| c.poll_timeout()).min()
+    }
+
+    /// Every NHS's status per overlay family ("ipv4" / "ipv6"), for `show nhs` and metrics.
+    pub fn statuses(&self) -> impl Iterator<Item = (&'static str, NhsStatus)> + '_ {
+        self.clients.iter().flat_map(|c| {
+            let family = if c.config().protocol_address.is_ipv4() {
+                "ipv4"
+            } else {
+                "ipv6"
+            };
+            c.statuses().map(move |s| (family, s))
+        })
     }
 
     /// Whether underlay address `a` is one of the NHSs.

@@ -170,23 +170,11 @@ pub fn cache(st: &NhrpState, dp: &Dataplane, static_peers: usize) -> Value {
 
 /// `mgre show nhs` as JSON: role and one row per server and family.
 pub fn nhs(st: &NhrpState) -> Value {
-    let role = match &st.node {
-        Node::Hub(_) => "hub",
-        Node::Spoke(_) => "spoke",
-    };
+    let role = st.node.role();
     let rows: Vec<NhsRow> = st
         .node
         .upstream()
-        .clients
-        .iter()
-        .flat_map(|c| {
-            let family = if c.config().protocol_address.is_ipv4() {
-                "ipv4"
-            } else {
-                "ipv6"
-            };
-            c.statuses().map(move |s| (family, s))
-        })
+        .statuses()
         .map(|(family, s)| {
             let (state, expires_in) = match s.state {
                 NhsState::Idle => ("idle", None),
